@@ -1,0 +1,462 @@
+"""The esmd configuration file: typed models, loading, and error reporting.
+
+Keys under ``mappings`` are the CloudFormation ``AWS::Lambda::EventSourceMapping`` property
+names, so a mapping can be pasted from a template. Defaults and allowed ranges follow AWS's
+documentation per source kind; those that depend on the source (BatchSize, the batching
+window) are left ``None`` in the model and resolved by :meth:`MappingConfig.effective`.
+
+A bad file is refused whole: :func:`load_config` gathers every error of every mapping and
+raises one :class:`ConfigError` that lists them by mapping name and field path.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+#: AWS's cap on the invocation payload of a synchronous Invoke (6 MB).
+MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
+MAX_FILTERS = 5
+MAX_PATTERN_CHARS = 4096
+
+
+class SourceKind(enum.StrEnum):
+    """What a mapping polls; decided by its ARN or by SelfManagedEventSource."""
+
+    KAFKA = "kafka"  # self-managed Apache Kafka
+    MSK = "msk"  # Amazon MSK
+    SQS = "sqs"
+    KINESIS = "kinesis"
+    DYNAMODB = "dynamodb"
+    MQ = "mq"
+
+    @property
+    def is_kafka(self) -> bool:
+        return self in (SourceKind.KAFKA, SourceKind.MSK)
+
+    @property
+    def is_stream(self) -> bool:
+        return self in (SourceKind.KINESIS, SourceKind.DYNAMODB)
+
+
+_ARN_SERVICES = {
+    "kafka": SourceKind.MSK,
+    "sqs": SourceKind.SQS,
+    "kinesis": SourceKind.KINESIS,
+    "dynamodb": SourceKind.DYNAMODB,
+    "mq": SourceKind.MQ,
+}
+
+
+class _Model(BaseModel):
+    """Base for every config model: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+# --- esmd's own sections -------------------------------------------------------------------
+
+
+class ServerConfig(_Model):
+    listen: str = Field("127.0.0.1:9464", description="host:port for /metrics, /healthz, /readyz")
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="How long SIGTERM waits for in-flight batches before abandoning"
+    )
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host or "0.0.0.0", int(port)
+
+
+class AwsConfig(_Model):
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(None, description="Endpoint for every AWS API (moto, ...)")
+    endpoints: dict[str, str] = Field(
+        default_factory=dict, description="Per-service endpoint, e.g. {sqs: ...}; wins"
+    )
+
+    def endpoint_for(self, service: str) -> str | None:
+        return self.endpoints.get(service, self.endpoint_url)
+
+
+class CheckpointsConfig(_Model):
+    store: Literal["sqlite", "dynamodb"] = "sqlite"
+    path: str = "./esmd-state.db"
+    table: str | None = Field(None, description="DynamoDB lease table (store: dynamodb)")
+
+
+class RetryConfig(_Model):
+    """Backoff between retries of a failed invocation (exponential, full jitter)."""
+
+    initial_backoff_seconds: float = Field(1.0, gt=0)
+    max_backoff_seconds: float = Field(60.0, gt=0)
+    throttle_backoff_seconds: float = Field(1.0, gt=0)
+
+
+class FunctionConfig(_Model):
+    """A target that ``FunctionName`` refers to: exactly one of python, url, lambda."""
+
+    python: str | None = Field(None, description="module:function called with (event, context)")
+    url: str | None = Field(None, description="HTTP endpoint that receives the event as a POST")
+    lambda_: str | None = Field(None, alias="lambda", description="Lambda function name or ARN")
+    timeout_seconds: float = Field(900.0, gt=0, le=900)
+    endpoint_url: str | None = Field(None, description="Lambda-compatible endpoint (lambda only)")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> FunctionConfig:
+        given = [k for k in ("python", "url", "lambda_") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of python, url, lambda")
+        if self.python and not re.fullmatch(r"[\w.]+:[\w.]+", self.python):
+            raise ValueError(f"python must be 'module:function', got {self.python!r}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return "python" if self.python else "http" if self.url else "lambda"
+
+
+# --- the CloudFormation mapping -------------------------------------------------------------
+
+
+class Filter(_Model):
+    Pattern: str = Field(max_length=MAX_PATTERN_CHARS)
+
+
+class FilterCriteriaConfig(_Model):
+    Filters: list[Filter] = Field(default_factory=list, max_length=MAX_FILTERS)
+
+
+class BootstrapEndpoints(_Model):
+    KAFKA_BOOTSTRAP_SERVERS: list[str] = Field(min_length=1)
+
+
+class SelfManagedSource(_Model):
+    Endpoints: BootstrapEndpoints
+
+
+class KafkaEventSourceConfig(_Model):
+    ConsumerGroupId: str | None = Field(None, min_length=1, max_length=200)
+
+
+class Scaling(_Model):
+    MaximumConcurrency: int | None = Field(None, ge=2, le=1000)
+
+
+class ProvisionedPollers(_Model):
+    MinimumPollers: int = Field(1, ge=1, le=200)
+    MaximumPollers: int = Field(200, ge=1, le=2000)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ProvisionedPollers:
+        if self.MaximumPollers < self.MinimumPollers:
+            raise ValueError("MaximumPollers must be >= MinimumPollers")
+        return self
+
+
+class OnFailureDestination(_Model):
+    Destination: str
+
+
+class Destinations(_Model):
+    OnFailure: OnFailureDestination | None = None
+
+
+class SourceAccessConfiguration(_Model):
+    Type: str
+    URI: str
+
+
+class StartPosition(enum.StrEnum):
+    TRIM_HORIZON = "TRIM_HORIZON"
+    LATEST = "LATEST"
+    AT_TIMESTAMP = "AT_TIMESTAMP"
+
+
+FunctionResponseType = Literal["ReportBatchItemFailures"]
+RetryAttempts = Annotated[int, Field(ge=-1, le=10000)]
+
+
+class MappingConfig(_Model):
+    """One event source mapping, with the property names of AWS::Lambda::EventSourceMapping."""
+
+    Name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="esmd's own")
+    FunctionName: str = Field(min_length=1)
+    EventSourceArn: str | None = Field(None, pattern=r"^arn:aws[a-zA-Z-]*:[a-z0-9-]+:")
+    SelfManagedEventSource: SelfManagedSource | None = None
+    Topics: list[str] | None = Field(None, min_length=1, max_length=1)
+    Queues: list[str] | None = None
+    Enabled: bool = True
+    BatchSize: int | None = Field(None, ge=1, le=10000)
+    MaximumBatchingWindowInSeconds: float | None = Field(None, ge=0, le=300)
+    StartingPosition: StartPosition | None = None
+    StartingPositionTimestamp: float | None = Field(None, ge=0)
+    FilterCriteria: FilterCriteriaConfig | None = None
+    FunctionResponseTypes: list[FunctionResponseType] = Field(default_factory=list)
+    MaximumRetryAttempts: RetryAttempts = -1
+    MaximumRecordAgeInSeconds: int = Field(-1, ge=-1, le=604800)
+    BisectBatchOnFunctionError: bool = False
+    ParallelizationFactor: int = Field(1, ge=1, le=10)
+    TumblingWindowInSeconds: int | None = Field(None, ge=0, le=900)
+    DestinationConfig: Destinations | None = None
+    ScalingConfig: Scaling | None = None
+    ProvisionedPollerConfig: ProvisionedPollers | None = None
+    SelfManagedKafkaEventSourceConfig: KafkaEventSourceConfig | None = None
+    AmazonManagedKafkaEventSourceConfig: KafkaEventSourceConfig | None = None
+    SourceAccessConfigurations: list[SourceAccessConfiguration] = Field(default_factory=list)
+    KmsKeyArn: str | None = None
+    Tags: list[dict[str, str]] = Field(default_factory=list)
+
+    @property
+    def source_kind(self) -> SourceKind:
+        if self.SelfManagedEventSource is not None:
+            return SourceKind.KAFKA
+        service = (self.EventSourceArn or "").split(":")[2]
+        return _ARN_SERVICES[service]
+
+    @property
+    def uuid(self) -> str:
+        """A stable UUID for the mapping, derived from its name (AWS assigns one at creation)."""
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"esmd:mapping:{self.Name}"))
+
+    @property
+    def batch_size(self) -> int:
+        if self.BatchSize is not None:
+            return self.BatchSize
+        return 10 if self.source_kind is SourceKind.SQS else 100
+
+    @property
+    def batching_window_seconds(self) -> float:
+        if self.MaximumBatchingWindowInSeconds is not None:
+            return self.MaximumBatchingWindowInSeconds
+        return 0.5 if self.source_kind in (SourceKind.KAFKA, SourceKind.MSK, SourceKind.MQ) else 0
+
+    @property
+    def consumer_group_id(self) -> str:
+        """AWS uses the mapping's UUID when no ConsumerGroupId is given."""
+        cfg = self.SelfManagedKafkaEventSourceConfig or self.AmazonManagedKafkaEventSourceConfig
+        return cfg.ConsumerGroupId if cfg and cfg.ConsumerGroupId else self.uuid
+
+    @property
+    def reports_batch_item_failures(self) -> bool:
+        return "ReportBatchItemFailures" in self.FunctionResponseTypes
+
+    @property
+    def on_failure_destination(self) -> str | None:
+        dest = self.DestinationConfig
+        return dest.OnFailure.Destination if dest and dest.OnFailure else None
+
+    def source_errors(self) -> Iterator[tuple[str, str]]:
+        """Rules that depend on the source kind, as (field, message); AWS rejects the same."""
+        if (self.EventSourceArn is None) == (self.SelfManagedEventSource is None):
+            yield "EventSourceArn", "give exactly one of EventSourceArn and SelfManagedEventSource"
+            return
+        service = (self.EventSourceArn or "arn:aws:kafka:").split(":")[2]
+        if self.EventSourceArn is not None and service not in _ARN_SERVICES:
+            yield "EventSourceArn", f"unsupported event source service {service!r}"
+            return
+        yield from _kind_errors(self)
+
+
+def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    kind = m.source_kind
+    if kind.is_kafka:
+        if not m.Topics:
+            yield "Topics", "a Kafka mapping needs exactly one topic"
+        if m.StartingPosition is None:
+            yield "StartingPosition", "required for Kafka (TRIM_HORIZON, LATEST or AT_TIMESTAMP)"
+    elif m.Topics is not None:
+        yield "Topics", "only Kafka mappings have Topics"
+    if kind.is_stream and m.StartingPosition is None:
+        yield "StartingPosition", "required for Kinesis and DynamoDB Streams"
+    if kind is SourceKind.SQS:
+        if m.StartingPosition is not None:
+            yield "StartingPosition", "SQS mappings have no StartingPosition"
+        if (m.BatchSize or 0) > 10 and (m.MaximumBatchingWindowInSeconds or 0) < 1:
+            yield "BatchSize", "above 10 an SQS mapping needs MaximumBatchingWindowInSeconds >= 1"
+        if (m.EventSourceArn or "").endswith(".fifo") and (m.BatchSize or 0) > 10:
+            yield "BatchSize", "a FIFO queue allows at most 10"
+    if m.StartingPosition is StartPosition.AT_TIMESTAMP and m.StartingPositionTimestamp is None:
+        yield "StartingPositionTimestamp", "required with StartingPosition AT_TIMESTAMP"
+    if 0 <= m.MaximumRecordAgeInSeconds < 60:
+        yield "MaximumRecordAgeInSeconds", "must be -1 or between 60 and 604800"
+    if m.ParallelizationFactor != 1 and not kind.is_stream:
+        yield "ParallelizationFactor", "only Kinesis and DynamoDB Streams mappings have it"
+    if m.ScalingConfig is not None and kind is not SourceKind.SQS:
+        yield "ScalingConfig", "only SQS mappings have ScalingConfig"
+    if m.ProvisionedPollerConfig is not None and not (kind.is_kafka or kind is SourceKind.SQS):
+        yield "ProvisionedPollerConfig", "only Kafka and SQS mappings have provisioned pollers"
+
+
+class EsmdConfig(_Model):
+    """The whole file."""
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    aws: AwsConfig = Field(default_factory=AwsConfig)
+    checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    functions: dict[str, FunctionConfig] = Field(default_factory=dict)
+    mappings: list[MappingConfig] = Field(default_factory=list)
+
+    def function_for(self, mapping: MappingConfig) -> FunctionConfig:
+        """The target of a mapping; a FunctionName not under ``functions`` is a Lambda name."""
+        found = self.functions.get(mapping.FunctionName)
+        return (
+            found
+            if found is not None
+            else FunctionConfig.model_validate({"lambda": mapping.FunctionName})
+        )
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    mapping: str | None  # the mapping's Name, None for the sections outside mappings
+    field: str  # dotted path inside the mapping (or the file)
+    message: str
+
+    def __str__(self) -> str:
+        where = f"mapping {self.mapping!r}: " if self.mapping is not None else ""
+        return f"{where}{self.field or '<root>'}: {self.message}"
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; ``problems`` lists every reason."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} error(s)\n{lines}")
+
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: Any, env: Mapping[str, str], path: str = "") -> Any:
+    """Replace ``${VAR}`` and ``${VAR:-default}`` in every string of a loaded YAML tree."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise KeyError(f"{path or '<root>'}: environment variable {name} is not set")
+
+        return _VAR.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: expand_env(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_env(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _mapping_problems(raw: Any, index: int) -> tuple[MappingConfig | None, list[ConfigProblem]]:
+    name = raw.get("Name") if isinstance(raw, dict) else None
+    label = str(name) if name else f"#{index + 1}"
+    try:
+        mapping = MappingConfig.model_validate(raw)
+    except ValidationError as exc:
+        return None, [ConfigProblem(label, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
+    problems = [ConfigProblem(label, f, msg) for f, msg in mapping.source_errors()]
+    problems += _filter_problems(mapping, label)
+    return mapping, problems
+
+
+def _filter_problems(mapping: MappingConfig, label: str) -> list[ConfigProblem]:
+    from service.filters import FilterCriteria, InvalidPatternError
+
+    problems = []
+    for i, flt in enumerate(mapping.FilterCriteria.Filters if mapping.FilterCriteria else []):
+        try:
+            FilterCriteria.parse({"Filters": [{"Pattern": flt.Pattern}]})
+        except InvalidPatternError as exc:
+            problems.append(ConfigProblem(label, f"FilterCriteria.Filters[{i}].Pattern", str(exc)))
+    return problems
+
+
+def parse_config(data: Any, source: str = "<config>") -> EsmdConfig:
+    """Validate a loaded (and env-expanded) tree; raise ConfigError listing every problem."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, [ConfigProblem(None, "", "the file must be a YAML mapping")])
+    problems: list[ConfigProblem] = []
+    raw_mappings = data.get("mappings") or []
+    if not isinstance(raw_mappings, list):
+        problems.append(ConfigProblem(None, "mappings", "must be a list"))
+        raw_mappings = []
+    mappings = []
+    for i, raw in enumerate(raw_mappings):
+        mapping, found = _mapping_problems(raw, i)
+        problems += found
+        if mapping is not None:
+            mappings.append(mapping)
+    rest = {k: v for k, v in data.items() if k != "mappings"}
+    try:
+        config = EsmdConfig.model_validate(rest)
+    except ValidationError as exc:
+        problems += [ConfigProblem(None, _loc(e["loc"]), e["msg"]) for e in exc.errors()]
+        config = EsmdConfig()
+    problems += _cross_problems(config, mappings)
+    if problems:
+        raise ConfigError(source, problems)
+    config.mappings = mappings
+    return config
+
+
+def _cross_problems(config: EsmdConfig, mappings: list[MappingConfig]) -> list[ConfigProblem]:
+    problems = []
+    seen: set[str] = set()
+    for m in mappings:
+        if m.Name in seen:
+            problems.append(ConfigProblem(m.Name, "Name", "two mappings have this name"))
+        seen.add(m.Name)
+    return problems
+
+
+def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> EsmdConfig:
+    """Read, expand and validate a config file."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(source, [ConfigProblem(None, "", f"cannot read: {exc}")]) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [ConfigProblem(None, "", f"invalid YAML: {exc}")]) from exc
+    try:
+        data = expand_env(data, os.environ if env is None else env)
+    except KeyError as exc:
+        raise ConfigError(source, [ConfigProblem(None, "", str(exc.args[0]))]) from exc
+    return parse_config(data, source)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of the file, for editors (yaml-language-server) and docs."""
+    schema = EsmdConfig.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "esmd configuration"
+    return schema

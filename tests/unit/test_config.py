@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from service.config import ConfigError, SourceKind, expand_env, load_config, parse_config
+
+KAFKA = {
+    "Name": "clicks",
+    "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["127.0.0.1:9092"]}},
+    "Topics": ["clicks"],
+    "StartingPosition": "TRIM_HORIZON",
+    "FunctionName": "audit",
+}
+SQS = {
+    "Name": "orders",
+    "EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:orders",
+    "FunctionName": "orders-handler",
+}
+
+
+def test_aws_defaults_per_source() -> None:
+    config = parse_config({"mappings": [KAFKA, SQS]})
+    kafka, sqs = config.mappings
+    assert kafka.source_kind is SourceKind.KAFKA
+    assert (kafka.batch_size, kafka.batching_window_seconds) == (100, 0.5)
+    assert (sqs.batch_size, sqs.batching_window_seconds) == (10, 0)
+    assert kafka.MaximumRetryAttempts == -1 and kafka.MaximumRecordAgeInSeconds == -1
+    # AWS names the consumer group after the mapping's UUID when none is given
+    assert kafka.consumer_group_id == kafka.uuid
+    assert len(kafka.uuid) == 36
+
+
+def test_consumer_group_id_from_config() -> None:
+    m = parse_config(
+        {"mappings": [{**KAFKA, "SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": "g1"}}]}
+    ).mappings[0]
+    assert m.consumer_group_id == "g1"
+
+
+def test_every_error_is_listed_with_mapping_and_field() -> None:
+    bad = [
+        {**KAFKA, "BatchSize": 20000},
+        {**SQS, "BatchSize": 50},  # above 10 without a batching window
+        {**KAFKA, "Name": "third", "StartingPosition": "YESTERDAY", "Topics": None},
+    ]
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": bad})
+    text = str(info.value)
+    assert "mapping 'clicks': BatchSize:" in text
+    assert "mapping 'orders': BatchSize: above 10" in text
+    assert "mapping 'third': StartingPosition:" in text
+    assert len(info.value.problems) == 3
+
+
+def test_unknown_keys_and_filter_limits() -> None:
+    too_many = {"Filters": [{"Pattern": "{}"}] * 6}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": [{**KAFKA, "BatchSzie": 5, "FilterCriteria": too_many}]})
+    fields = {p.field for p in info.value.problems}
+    assert {"BatchSzie", "FilterCriteria.Filters"} <= fields
+
+
+def test_invalid_filter_pattern_names_its_index() -> None:
+    flt = {"Filters": [{"Pattern": '{"value": {"a": [1]}}'}, {"Pattern": "{not json"}]}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": [{**KAFKA, "FilterCriteria": flt}]})
+    assert [p.field for p in info.value.problems] == ["FilterCriteria.Filters[1].Pattern"]
+
+
+def test_env_expansion() -> None:
+    env = {"BROKER": "kafka:9092"}
+    assert expand_env({"a": ["${BROKER}", "x${MISSING:-d}"]}, env) == {"a": ["kafka:9092", "xd"]}
+    with pytest.raises(KeyError, match=r"a\.b: environment variable NOPE is not set"):
+        expand_env({"a": {"b": "${NOPE}"}}, env)
+
+
+def test_load_config_expands_env(tmp_path: Path) -> None:
+    path = tmp_path / "esmd.yaml"
+    path.write_text(
+        textwrap.dedent("""
+        mappings:
+          - Name: clicks
+            SelfManagedEventSource: {Endpoints: {KAFKA_BOOTSTRAP_SERVERS: ["${B}"]}}
+            Topics: [clicks]
+            StartingPosition: LATEST
+            FunctionName: f
+    """)
+    )
+    config = load_config(path, env={"B": "h:1"})
+    assert config.mappings[0].SelfManagedEventSource is not None
+    assert config.mappings[0].SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS == ["h:1"]
+
+
+def test_validate_cli_prints_three_mistakes_and_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        textwrap.dedent("""
+        functions:
+          audit: {url: "http://127.0.0.1:8080/"}
+        mappings:
+          - Name: clicks
+            SelfManagedEventSource: {Endpoints: {KAFKA_BOOTSTRAP_SERVERS: ["127.0.0.1:9092"]}}
+            Topics: [clicks]
+            StartingPosition: TRIM_HORIZON
+            FunctionName: audit
+            BatchSize: 0
+          - Name: orders
+            EventSourceArn: arn:aws:sqs:us-east-1:000000000000:orders
+            FunctionName: audit
+            MaximumRecordAgeInSeconds: 30
+          - Name: views
+            SelfManagedEventSource: {Endpoints: {KAFKA_BOOTSTRAP_SERVERS: ["127.0.0.1:9092"]}}
+            Topics: [views]
+            StartingPosition: TRIM_HORIZON
+            FunctionName: audit
+            FilterCriteria: {Filters: [{Pattern: '{"value": {"n": [{"numeric": [">"]}]}}'}]}
+    """)
+    )
+    assert main(["validate", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "mapping 'clicks': BatchSize:" in err
+    assert "mapping 'orders': MaximumRecordAgeInSeconds:" in err
+    assert "mapping 'views': FilterCriteria.Filters[0].Pattern:" in err
+    assert "3 error(s)" in err
+
+
+def test_validate_ok_and_schema_via_console_script(tmp_path: Path) -> None:
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        "mappings:\n  - {Name: a, EventSourceArn: 'arn:aws:sqs:us-east-1:1:q', FunctionName: f}\n"
+    )
+    ok = subprocess.run(
+        [sys.executable, "-m", "service", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    schema = subprocess.run(
+        [sys.executable, "-m", "service", "schema"], capture_output=True, text=True, check=True
+    )
+    assert '"MappingConfig"' in schema.stdout and '"BatchSize"' in schema.stdout
