@@ -1,0 +1,117 @@
+"""Prometheus metrics: AWS's ESM metric names in snake case, prefixed ``esm_``.
+
+Each daemon owns a :class:`Metrics` (its own CollectorRegistry, so tests and several daemons
+in one process do not share counters). A mapping gets a :class:`MappingMetrics` whose
+children are bound to its labels once, so the hot path only calls ``inc(n)`` per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LABELS = ("mapping", "source")
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+_DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+
+        def counter(name: str, doc: str) -> Counter:
+            return Counter(name, doc, _LABELS, registry=r)
+
+        self.polled = counter("esm_polled_events", "Records read from the source")
+        self.filtered_out = counter("esm_filtered_out_events", "Records that matched no filter")
+        self.invoked = counter("esm_invoked_events", "Records sent to the target (each attempt)")
+        self.failed_invoke = counter(
+            "esm_failed_invoke_events", "Records in invocations that failed"
+        )
+        self.dropped = counter("esm_dropped_events", "Records given up on with no destination")
+        self.on_failure_delivered = counter(
+            "esm_on_failure_destination_delivered_events",
+            "Records sent to the OnFailure destination",
+        )
+        self.deleted = counter("esm_deleted_events", "SQS messages deleted after processing")
+        self.committed = counter("esm_committed_events", "Kafka records whose offset was committed")
+        self.errors = counter("esm_errors", "Errors talking to the source, target or destination")
+        self.offset_lag = Gauge(
+            "esm_offset_lag",
+            "Records in the partition not yet processed",
+            (*_LABELS, "partition"),
+            registry=r,
+        )
+        self.iterator_age = Gauge(
+            "esm_iterator_age_milliseconds",
+            "Age of the newest record processed",
+            _LABELS,
+            registry=r,
+        )
+        self.pollers = Gauge(
+            "esm_pollers", "Pollers of the mapping", (*_LABELS, "kind"), registry=r
+        )
+        self.batch_size = Histogram(
+            "esm_batch_size",
+            "Records per invocation",
+            (*_LABELS, "reason"),
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.invoke_duration = Histogram(
+            "esm_invoke_duration_seconds",
+            "Duration of one invocation",
+            _LABELS,
+            buckets=_DURATION_BUCKETS,
+            registry=r,
+        )
+
+    def for_mapping(self, mapping: str, source: str) -> MappingMetrics:
+        labels = (mapping, source)
+        return MappingMetrics(
+            mapping=mapping,
+            source=source,
+            metrics=self,
+            polled=self.polled.labels(*labels),
+            filtered_out=self.filtered_out.labels(*labels),
+            invoked=self.invoked.labels(*labels),
+            failed_invoke=self.failed_invoke.labels(*labels),
+            dropped=self.dropped.labels(*labels),
+            on_failure_delivered=self.on_failure_delivered.labels(*labels),
+            deleted=self.deleted.labels(*labels),
+            committed=self.committed.labels(*labels),
+            errors=self.errors.labels(*labels),
+            iterator_age=self.iterator_age.labels(*labels),
+            invoke_duration=self.invoke_duration.labels(*labels),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MappingMetrics:
+    """The metric children of one mapping."""
+
+    mapping: str
+    source: str
+    metrics: Metrics
+    polled: Counter
+    filtered_out: Counter
+    invoked: Counter
+    failed_invoke: Counter
+    dropped: Counter
+    on_failure_delivered: Counter
+    deleted: Counter
+    committed: Counter
+    errors: Counter
+    iterator_age: Gauge
+    invoke_duration: Histogram
+
+    def batch_closed(self, size: int, reason: str) -> None:
+        self.metrics.batch_size.labels(self.mapping, self.source, reason).observe(size)
+
+    def offset_lag(self, partition: str) -> Gauge:
+        return self.metrics.offset_lag.labels(self.mapping, self.source, partition)
+
+    def pollers(self, kind: str) -> Gauge:
+        return self.metrics.pollers.labels(self.mapping, self.source, kind)
