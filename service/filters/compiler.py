@@ -1,0 +1,344 @@
+"""Compile one event pattern (AWS's event filtering grammar) into a matching function.
+
+A pattern is compiled once into nested closures, so deciding a record never re-reads the
+pattern: an object pattern becomes a list of (key, matcher) checks, and each leaf array a
+single function over the record's value, with a set lookup as the fast path for plain
+values. Semantics follow event-ruler, AWS's matcher:
+
+- keys are ANDed, the values of a leaf array ORed, ``$or`` ORs whole sub-patterns;
+- a record value that is an array matches when any of its elements does;
+- only leaf values (strings, numbers, booleans, null) meet leaf conditions: an object where
+  a leaf is expected counts as absent (so ``exists: false`` matches it);
+- a payload that is not JSON (:class:`RawPayload`) never matches a pattern that treats it as
+  an object, as ESM documents, while string conditions on it apply.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+
+#: A record value's absence (distinct from JSON null).
+MISSING: Any = object()
+
+Predicate = Callable[[Any], bool]
+
+
+class InvalidPatternError(ValueError):
+    """A pattern AWS would reject; the message says what is wrong and where."""
+
+
+class RawPayload(str):
+    """A payload (SQS body, Kafka value, Kinesis data) that is not JSON: string patterns
+    apply to it, object patterns never match it."""
+
+    __slots__ = ()
+
+
+def _fail(path: str, message: str) -> InvalidPatternError:
+    return InvalidPatternError(f"{path or '<pattern>'}: {message}")
+
+
+def _is_number(v: Any) -> bool:
+    return (type(v) is int or type(v) is float) and math.isfinite(v)
+
+
+# --- object patterns ------------------------------------------------------------------------
+
+
+def compile_object(pattern: Any, path: str = "") -> Predicate:
+    """A function of a JSON object (dict) deciding whether it matches ``pattern``."""
+    if not isinstance(pattern, dict):
+        raise _fail(path, "a pattern must be a JSON object")
+    checks: list[tuple[str, Predicate]] = []
+    alternatives: list[list[Predicate]] = []
+    for key, sub in pattern.items():
+        where = f"{path}.{key}" if path else key
+        if key == "$or":
+            alternatives.append(_compile_or(sub, where))
+        elif isinstance(sub, dict):
+            checks.append((key, _nested(compile_object(sub, where))))
+        elif isinstance(sub, list):
+            checks.append((key, compile_leaf(sub, where)))
+        else:
+            raise _fail(where, f"must be an array of values or an object, got {sub!r}")
+
+    if not alternatives and len(checks) == 1:
+        ((key, only),) = checks
+        return lambda obj: only(obj.get(key, MISSING))
+
+    def match(obj: dict[str, Any]) -> bool:
+        for key, check in checks:
+            if not check(obj.get(key, MISSING)):
+                return False
+        return all(any(alt(obj) for alt in alts) for alts in alternatives)
+
+    return match
+
+
+def _compile_or(sub: Any, path: str) -> list[Predicate]:
+    if not isinstance(sub, list) or len(sub) < 2 or not all(isinstance(p, dict) for p in sub):
+        raise _fail(path, "$or takes an array of at least two pattern objects")
+    return [compile_object(p, f"{path}[{i}]") for i, p in enumerate(sub)]
+
+
+def _nested(match: Predicate) -> Predicate:
+    """Apply an object pattern to a record value of any shape."""
+    empty: dict[str, Any] = {}
+
+    def on_value(value: Any) -> bool:
+        if type(value) is dict:
+            return match(value)
+        if isinstance(value, RawPayload):
+            return False
+        if type(value) is list:
+            objects = [v for v in value if type(v) is dict]
+            return any(match(v) for v in objects) if objects else match(empty)
+        return match(empty)  # absent, or a leaf: no field below it
+
+    return on_value
+
+
+# --- leaf arrays ----------------------------------------------------------------------------
+
+
+def compile_leaf(values: list[Any], path: str) -> Predicate:
+    """A function of one record value, true when any condition of the array holds."""
+    if not values:
+        raise _fail(path, "an empty array matches nothing; give at least one value")
+    exact_str: set[str] = set()
+    exact_num: set[float] = set()
+    exact_bool: set[bool] = set()
+    exact_null = False
+    conditions: list[Predicate] = []
+    exists: set[bool] = set()
+    for i, value in enumerate(values):
+        where = f"{path}[{i}]"
+        if value is None:
+            exact_null = True
+        elif isinstance(value, bool):
+            exact_bool.add(value)
+        elif isinstance(value, str):
+            exact_str.add(value)
+        elif isinstance(value, int | float):
+            exact_num.add(float(value))
+        elif isinstance(value, dict):
+            if len(value) != 1:
+                raise _fail(where, "an operator object must have exactly one key")
+            ((op, arg),) = value.items()
+            if op == "exists":
+                if not isinstance(arg, bool):
+                    raise _fail(where, "exists takes true or false")
+                exists.add(arg)
+                continue
+            conditions.append(compile_operator(op, arg, where))
+        else:
+            raise _fail(where, f"unsupported value {value!r}")
+    scalar = _scalar_matcher(exact_str, exact_num, exact_bool, exact_null, conditions)
+    return _leaf(scalar, True in exists, False in exists)
+
+
+def _scalar_matcher(
+    strs: set[str], nums: set[float], bools: set[bool], null: bool, conditions: list[Predicate]
+) -> Predicate:
+    if not nums and not bools and not null and not conditions:
+        return lambda v: isinstance(v, str) and v in strs  # the common case: a set lookup
+
+    def match(v: Any) -> bool:
+        t = type(v)
+        if t is str or t is RawPayload:
+            if v in strs:
+                return True
+        elif t is int or t is float:
+            if v in nums:
+                return True
+        elif t is bool:
+            if v in bools:
+                return True
+        elif v is None and null:
+            return True
+        return any(c(v) for c in conditions)
+
+    return match
+
+
+def _leaf(scalar: Predicate, if_present: bool, if_absent: bool) -> Predicate:
+    """Handle absence, arrays and objects around a scalar condition; ``if_present`` and
+    ``if_absent`` are the ``exists: true`` and ``exists: false`` conditions."""
+
+    def match(value: Any) -> bool:
+        t = type(value)
+        if t is list:
+            leaves = [v for v in _flatten(value) if type(v) is not dict]
+            if not leaves:
+                return if_absent
+            return if_present or any(scalar(v) for v in leaves)
+        if value is MISSING or t is dict:
+            return if_absent
+        return if_present or scalar(value)
+
+    return match
+
+
+def _flatten(values: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    for v in values:
+        if type(v) is list:
+            out.extend(_flatten(v))
+        else:
+            out.append(v)
+    return out
+
+
+# --- operators ------------------------------------------------------------------------------
+
+
+def compile_operator(op: str, arg: Any, path: str) -> Predicate:
+    compilers: dict[str, Callable[[Any, str], Predicate]] = {
+        "prefix": _prefix,
+        "suffix": _suffix,
+        "equals-ignore-case": _equals_ignore_case,
+        "wildcard": _wildcard,
+        "numeric": _numeric,
+        "anything-but": _anything_but,
+        "cidr": _cidr,
+    }
+    compiler = compilers.get(op)
+    if compiler is None:
+        raise _fail(path, f"unknown operator {op!r}")
+    return compiler(arg, f"{path}.{op}")
+
+
+def _string_arg(arg: Any, path: str) -> str:
+    if not isinstance(arg, str):
+        raise _fail(path, f"takes a string, got {arg!r}")
+    return arg
+
+
+def _prefix(arg: Any, path: str) -> Predicate:
+    if isinstance(arg, dict) and set(arg) == {"equals-ignore-case"}:
+        low = _string_arg(arg["equals-ignore-case"], f"{path}.equals-ignore-case").lower()
+        return lambda v: isinstance(v, str) and v.lower().startswith(low)
+    text = _string_arg(arg, path)
+    return lambda v: isinstance(v, str) and v.startswith(text)
+
+
+def _suffix(arg: Any, path: str) -> Predicate:
+    if isinstance(arg, dict) and set(arg) == {"equals-ignore-case"}:
+        low = _string_arg(arg["equals-ignore-case"], f"{path}.equals-ignore-case").lower()
+        return lambda v: isinstance(v, str) and v.lower().endswith(low)
+    text = _string_arg(arg, path)
+    return lambda v: isinstance(v, str) and v.endswith(text)
+
+
+def _equals_ignore_case(arg: Any, path: str) -> Predicate:
+    low = _string_arg(arg, path).lower()
+    return lambda v: isinstance(v, str) and v.lower() == low
+
+
+def wildcard_regex(arg: Any, path: str) -> re.Pattern[str]:
+    text = _string_arg(arg, path)
+    if "**" in text:
+        raise _fail(path, "consecutive wildcard characters are not allowed")
+    parts = re.split(r"(\\\*|\\\\|\*)", text)
+    regex = "".join(
+        ".*" if p == "*" else re.escape(p[1:] if p in ("\\*", "\\\\") else p) for p in parts
+    )
+    return re.compile(regex, re.DOTALL)
+
+
+def _wildcard(arg: Any, path: str) -> Predicate:
+    fullmatch = wildcard_regex(arg, path).fullmatch
+    return lambda v: isinstance(v, str) and fullmatch(v) is not None
+
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "=": float.__eq__,
+    "<": float.__lt__,
+    "<=": float.__le__,
+    ">": float.__gt__,
+    ">=": float.__ge__,
+}
+
+
+def _numeric(arg: Any, path: str) -> Predicate:
+    if not isinstance(arg, list) or len(arg) not in (2, 4) or len(arg) % 2:
+        raise _fail(path, "takes [op, number] or [lower-op, number, upper-op, number]")
+    pairs = [(arg[i], arg[i + 1]) for i in range(0, len(arg), 2)]
+    for op, num in pairs:
+        if op not in _COMPARE:
+            raise _fail(path, f"unknown comparison {op!r}; use =, <, <=, >, >=")
+        if not _is_number(num) or isinstance(num, bool):
+            raise _fail(path, f"{op} needs a number, got {num!r}")
+    if len(pairs) == 2:
+        (lo_op, lo), (hi_op, hi) = pairs
+        if lo_op not in (">", ">=") or hi_op not in ("<", "<="):
+            raise _fail(path, "a range is a lower bound (> or >=) then an upper bound (< or <=)")
+        if float(lo) > float(hi):
+            raise _fail(path, "the lower bound is above the upper bound")
+    tests = [(_COMPARE[op], float(num)) for op, num in pairs]
+
+    def match(v: Any) -> bool:
+        t = type(v)
+        if t is not int and t is not float:
+            return False
+        f = float(v)
+        return all(cmp(f, n) for cmp, n in tests)
+
+    return match
+
+
+def _anything_but(arg: Any, path: str) -> Predicate:
+    if isinstance(arg, dict):
+        if len(arg) != 1:
+            raise _fail(path, "takes one of prefix, suffix, equals-ignore-case, wildcard")
+        ((op, inner),) = arg.items()
+        where = f"{path}.{op}"
+        if op == "prefix":
+            text = _string_arg(inner, where)
+            return lambda v: isinstance(v, str) and not v.startswith(text)
+        if op == "suffix":
+            text = _string_arg(inner, where)
+            return lambda v: isinstance(v, str) and not v.endswith(text)
+        if op == "equals-ignore-case":
+            lows = {_string_arg(s, where).lower() for s in _one_or_many(inner, where)}
+            return lambda v: isinstance(v, str) and v.lower() not in lows
+        if op == "wildcard":
+            regexes = [wildcard_regex(s, where) for s in _one_or_many(inner, where)]
+            return lambda v: isinstance(v, str) and not any(r.fullmatch(v) for r in regexes)
+        raise _fail(where, "anything-but takes prefix, suffix, equals-ignore-case or wildcard")
+    values = _one_or_many(arg, path)
+    if all(isinstance(v, str) for v in values):
+        strs = set(values)
+        return lambda v: not (type(v) is str and v in strs)
+    if all(_is_number(v) and not isinstance(v, bool) for v in values):
+        nums = {float(v) for v in values}
+        return lambda v: not ((type(v) is int or type(v) is float) and v in nums)
+    raise _fail(path, "anything-but values must be all strings or all numbers")
+
+
+def _one_or_many(arg: Any, path: str) -> list[Any]:
+    values = arg if isinstance(arg, list) else [arg]
+    if not values:
+        raise _fail(path, "needs at least one value")
+    return values
+
+
+def _cidr(arg: Any, path: str) -> Predicate:
+    try:
+        network = ipaddress.ip_network(_string_arg(arg, path), strict=False)
+    except ValueError as exc:
+        raise _fail(path, f"invalid CIDR block: {exc}") from None
+
+    def match(v: Any) -> bool:
+        if not isinstance(v, str):
+            return False
+        try:
+            return ipaddress.ip_address(v) in network
+        except ValueError:
+            return False
+
+    return match
