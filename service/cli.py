@@ -1,0 +1,117 @@
+"""The ``esmd`` command: run, validate, schema, demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+
+from service.config import ConfigError, EsmdConfig, json_schema, load_config
+
+DEFAULT_CONFIG = os.environ.get("ESMD_CONFIG", "/etc/esmd/esmd.yaml")
+
+
+def run_async(main: Coroutine[Any, Any, Any]) -> Any:
+    """Run on uvloop when it is installed, else on asyncio's own loop."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def _load(path: str) -> EsmdConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return None
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return 2
+    print(
+        f"{args.config}: OK ({len(config.mappings)} mapping(s): "
+        f"{', '.join(m.Name for m in config.mappings)})"
+    )
+    return 0
+
+
+def cmd_schema(_: argparse.Namespace) -> int:
+    sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from service.daemon import Daemon, unsupported
+    from service.logs import configure_logging
+
+    configure_logging(args.log_level, args.log_json)
+    config = _load(args.config)
+    if config is None:
+        return 2
+    problems = unsupported(config)
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        await Daemon(config).run()
+
+    run_async(main())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from service.demo import run_demo
+    from service.logs import configure_logging
+
+    configure_logging("WARNING", args.log_json)
+    return int(run_async(run_demo(args.bootstrap, args.seconds, args.listen)))
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="esmd", description="Event source mapping daemon")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run the mappings of a config file")
+    run.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    run.add_argument("--log-level", default=os.environ.get("ESMD_LOG_LEVEL", "INFO"))
+    run.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None)
+    run.set_defaults(func=cmd_run)
+
+    val = sub.add_parser("validate", help="check a config file; exit 0 when valid, 2 when not")
+    val.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    val.set_defaults(func=cmd_validate)
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of the config file")
+    sch.set_defaults(func=cmd_schema)
+
+    demo = sub.add_parser("demo", help="run a sample Kafka mapping end to end on a local broker")
+    demo.add_argument("--bootstrap", default=os.environ.get("ESMD_DEMO_BOOTSTRAP"))
+    demo.add_argument("--seconds", type=float, default=None, help="stop after this long")
+    demo.add_argument("--listen", default="127.0.0.1:9464")
+    demo.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None)
+    demo.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

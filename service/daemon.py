@@ -1,0 +1,137 @@
+"""Daemon: runs the mappings of a config and serves /metrics, /healthz, /readyz, /mappings.
+
+Stopping is two-phase: the first SIGTERM/SIGINT stops polling and lets in-flight batches
+finish (up to ``server.shutdown_grace_seconds``) before committing what is done; a second
+signal abandons the wait. Signal handlers only set state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from typing import Any
+
+import orjson
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from service.config import EsmdConfig
+from service.mapping import Mapping
+from service.metrics import Metrics
+from service.sources import SOURCES
+from service.targets import TARGETS
+
+
+def unsupported(config: EsmdConfig) -> list[str]:
+    """Features valid in AWS's schema that this build cannot run yet, refused at start so no
+    record is acknowledged on a promise (a destination) that would not be kept."""
+    problems = []
+    for m in config.mappings:
+        if m.source_kind not in SOURCES:
+            problems.append(f"mapping {m.Name!r}: source {m.source_kind} is not available yet")
+        kind = config.function_for(m).kind
+        if kind not in TARGETS:
+            problems.append(
+                f"mapping {m.Name!r}: FunctionName: {kind} targets are not available yet"
+            )
+        if m.on_failure_destination:
+            problems.append(f"mapping {m.Name!r}: DestinationConfig: not available yet")
+    return problems
+
+
+class Daemon:
+    def __init__(self, config: EsmdConfig, metrics: Metrics | None = None) -> None:
+        self.config = config
+        self.metrics = metrics or Metrics()
+        self.mappings = [Mapping(m, config, self.metrics) for m in config.mappings]
+        self.started_at = time.time()
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._site: web.TCPSite | None = None
+        self._runner: web.AppRunner | None = None
+        self._log = structlog.get_logger("esmd.daemon")
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        if handle_signals:
+            self._install_signal_handlers()
+        await self._serve()
+        tasks = [asyncio.create_task(m.run(), name=f"mapping {m.name}") for m in self.mappings]
+        self._log.info(
+            "started", mappings=[m.name for m in self.mappings], listen=self.config.server.listen
+        )
+        try:
+            await self._stop.wait()
+            self._log.info("stopping: draining in-flight batches")
+            for m in self.mappings:
+                m.stop()
+            grace = self.config.server.shutdown_grace_seconds + 10
+            force = asyncio.create_task(self._force.wait())
+            await asyncio.wait([*tasks, force], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            pending = [t for t in tasks if not t.done()]
+            if pending and not force.done():
+                await asyncio.wait(
+                    [*pending, force], timeout=grace, return_when=asyncio.FIRST_COMPLETED
+                )
+            force.cancel()
+            for t in tasks:
+                if not t.done():
+                    t.cancel("forced stop")
+            await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            if self._runner is not None:
+                await self._runner.cleanup()
+            self._log.info("stopped")
+
+    def request_stop(self) -> None:
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    def _install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port (port 0 in the config picks a free one)."""
+        assert self._runner is not None
+        host, port = self._runner.addresses[0][:2]
+        return host, port
+
+    # --- HTTP -----------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/mappings", self._mappings)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        host, port = self.config.server.host_port
+        self._site = web.TCPSite(self._runner, host, port)
+        await self._site.start()
+
+    async def _metrics(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, _: web.Request) -> web.Response:
+        states = {m.name: m.state.value for m in self.mappings}
+        ready = all(m.ready for m in self.mappings) and not self._stop.is_set()
+        return _json({"ready": ready, "mappings": states}, 200 if ready else 503)
+
+    async def _mappings(self, _: web.Request) -> web.Response:
+        return _json({"mappings": [m.status() for m in self.mappings]})
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
