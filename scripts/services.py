@@ -1,0 +1,14 @@
+#!/usr/bin/env python3
+"""Start, stop and show the local servers (Kafka, moto_server); see service/devservers.py.
+
+Runs with the system python before the venv exists: it needs only the standard library.
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.devservers import main
+
+sys.exit(main(sys.argv[1:]))

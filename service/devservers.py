@@ -1,0 +1,313 @@
+"""Local servers for the demo, development and tests: Apache Kafka (KRaft) and moto_server.
+
+    python3 scripts/services.py up [kafka|moto ...]   # start what is not running, wait ready
+    python3 scripts/services.py down [...]            # stop what this started
+    python3 scripts/services.py status
+
+Kafka comes from the official jars on Maven Central (resolved by Maven from kafka-pom.xml
+beside this file into the cache folder), runs as a single combined broker+controller on
+127.0.0.1:9092, and is ready when it answers a Metadata request with itself as a broker.
+moto_server comes from the venv (PyPI moto[server]). Servers run detached, so they outlive
+the shell or pytest session that started them.
+
+Where things live: in a checkout, `.cache/` (jars) and `.services/` (pid files, logs, data)
+at the repository root; when installed, under ~/.cache/esmd. $ESMD_HOME and $ESMD_CACHE
+override. Stdlib only, so it runs before the venv exists; `esmd demo` and the test fixtures
+call ensure_kafka() and ensure_moto().
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+ROOT = Path(
+    os.environ.get("ESMD_HOME")
+    or (_CHECKOUT if (_CHECKOUT / "pyproject.toml").exists() else Path.home() / ".cache" / "esmd")
+)
+STATE = ROOT / ".services"
+CACHE = Path(os.environ.get("ESMD_CACHE", ROOT / ".cache"))
+KAFKA_POM = Path(__file__).resolve().parent / "kafka-pom.xml"
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str
+    port: int
+    address: str
+    command: Callable[[Path], list[str]]  # prepares the state dir, returns the command
+    ready: Callable[[], bool]
+    timeout: float
+
+
+# --- Kafka ----------------------------------------------------------------------------------
+
+
+def kafka_version() -> str:
+    text = KAFKA_POM.read_text()
+    return text.split("<kafka.version>")[1].split("</kafka.version>")[0]
+
+
+def kafka_libs() -> Path:
+    """The broker's jars, resolved from Maven Central once per version."""
+    libs = CACHE / f"kafka-{kafka_version()}" / "libs"
+    marker = libs / ".complete"
+    if marker.exists():
+        return libs
+    print(
+        f"resolving Apache Kafka {kafka_version()} from Maven Central into {libs} ...",
+        file=sys.stderr,
+    )
+    shutil.rmtree(libs, ignore_errors=True)
+    subprocess.run(
+        [
+            "mvn",
+            "-q",
+            "-B",
+            "-f",
+            str(KAFKA_POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={libs}",
+            "-DincludeScope=runtime",
+        ],
+        check=True,
+        timeout=900,
+    )
+    marker.touch()
+    return libs
+
+
+KAFKA_PROPERTIES = """\
+node.id=1
+process.roles=broker,controller
+listeners=PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller}
+advertised.listeners=PLAINTEXT://{host}:{port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.quorum.voters=1@{host}:{controller}
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+"""
+
+LOG4J2 = """\
+Configuration:
+  Appenders:
+    File:
+      name: file
+      fileName: {log}
+      PatternLayout: {{pattern: "[%d] %p %m (%c)%n"}}
+  Loggers:
+    Root:
+      level: INFO
+      AppenderRef: [{{ref: file}}]
+"""
+
+
+def kafka_command(state: Path) -> list[str]:
+    libs = kafka_libs()
+    data = state / "data"
+    props = state / "server.properties"
+    props.write_text(
+        KAFKA_PROPERTIES.format(host=HOST, port=KAFKA_PORT, controller=KAFKA_PORT + 1, data=data)
+    )
+    (state / "log4j2.yaml").write_text(LOG4J2.format(log=state / "kafka.log"))
+    classpath = f"{libs}/*"
+    if not (data / "meta.properties").exists():
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        subprocess.run(
+            [
+                "java",
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--config",
+                str(props),
+                "--cluster-id",
+                cluster_id,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    return [
+        "java",
+        "-Xms256m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        f"-Dlog4j2.configurationFile={state / 'log4j2.yaml'}",
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(props),
+    ]
+
+
+def kafka_ready() -> bool:
+    """A Metadata (v4) request answered with at least one broker: the broker is serving."""
+    client = b"esmd-services"
+    # header: api_key=3 (Metadata), api_version=4, correlation_id=7, client_id
+    body = struct.pack(">hhih", 3, 4, 7, len(client)) + client
+    body += struct.pack(">i?", 0, False)  # topics: empty array; allow_auto_topic_creation
+    try:
+        with socket.create_connection((HOST, KAFKA_PORT), timeout=2) as sock:
+            sock.sendall(struct.pack(">i", len(body)) + body)
+            size = struct.unpack(">i", _recv(sock, 4))[0]
+            resp = _recv(sock, size)
+    except OSError:
+        return False
+    correlation, _throttle, brokers = struct.unpack(">iii", resp[:12])
+    return bool(correlation == 7 and brokers > 0)
+
+
+def _recv(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        if not chunk:
+            raise ConnectionError("closed")
+        data += chunk
+    return data
+
+
+# --- moto -----------------------------------------------------------------------------------
+
+
+def moto_command(state: Path) -> list[str]:
+    beside = Path(sys.executable).parent / "moto_server"  # the venv esmd runs in
+    exe = str(beside) if beside.exists() else shutil.which("moto_server")
+    if exe is None:
+        raise RuntimeError("moto_server not found: run `make venv` (moto[server] is a dev extra)")
+    return [exe, "-H", HOST, "-p", str(MOTO_PORT)]
+
+
+def moto_ready() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{MOTO_PORT}/moto-api/", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+KAFKA_PORT = int(os.environ.get("ESMD_KAFKA_PORT", "9092"))
+MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
+
+SERVERS = {
+    "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
+    "moto": Server("moto", MOTO_PORT, f"http://{HOST}:{MOTO_PORT}", moto_command, moto_ready, 60),
+}
+
+
+# --- process management ---------------------------------------------------------------------
+
+
+def _pid(server: Server) -> int | None:
+    try:
+        pid = int((STATE / server.name / "pid").read_text())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def _log_tail(server: Server, lines: int = 30) -> str:
+    state = STATE / server.name
+    text = ""
+    for log in (state / "stdout.log", state / f"{server.name}.log"):
+        if log.exists():
+            text += f"--- {log}\n" + "\n".join(
+                log.read_text(errors="replace").splitlines()[-lines:]
+            )
+    return text
+
+
+def ensure(name: str) -> str:
+    """Return the server's address, starting it first when it does not answer."""
+    server = SERVERS[name]
+    if server.ready():
+        return server.address
+    state = STATE / server.name
+    state.mkdir(parents=True, exist_ok=True)
+    if _pid(server) is None:
+        command = server.command(state)
+        with open(state / "stdout.log", "ab") as out:
+            proc = subprocess.Popen(
+                command,
+                cwd=state,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        (state / "pid").write_text(str(proc.pid))
+    deadline = time.monotonic() + server.timeout
+    while time.monotonic() < deadline:
+        if server.ready():
+            return server.address
+        if _pid(server) is None:
+            raise RuntimeError(f"{name} exited while starting\n{_log_tail(server)}")
+        time.sleep(0.25)
+    raise RuntimeError(f"{name} not ready after {server.timeout:.0f}s\n{_log_tail(server)}")
+
+
+def ensure_kafka() -> str:
+    return ensure("kafka")
+
+
+def ensure_moto() -> str:
+    return ensure("moto")
+
+
+def stop(name: str, wait: float = 20) -> None:
+    server = SERVERS[name]
+    pid = _pid(server)
+    if pid is not None:
+        os.killpg(pid, signal.SIGTERM)
+        deadline = time.monotonic() + wait
+        while _pid(server) is not None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _pid(server) is not None:
+            os.killpg(pid, signal.SIGKILL)
+    (STATE / name / "pid").unlink(missing_ok=True)
+
+
+def main(argv: list[str]) -> int:
+    command, names = (argv[0] if argv else "status"), (argv[1:] or list(SERVERS))
+    unknown = [n for n in names if n not in SERVERS]
+    if command not in ("up", "down", "status") or unknown:
+        print(__doc__, file=sys.stderr)
+        return 2
+    for name in names:
+        if command == "up":
+            started = time.monotonic()
+            print(f"{name}: ready on {ensure(name)} ({time.monotonic() - started:.1f}s)")
+        elif command == "down":
+            stop(name)
+            print(f"{name}: stopped")
+        else:
+            state = "ready" if SERVERS[name].ready() else "not answering"
+            print(f"{name}: {state} on {SERVERS[name].address} (pid {_pid(SERVERS[name])})")
+    return 0
