@@ -1,0 +1,1 @@
+"""Example handlers, bundled so the demo and the docs have something real to invoke."""
