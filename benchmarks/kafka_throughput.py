@@ -18,6 +18,7 @@ import asyncio
 import cProfile
 import io
 import pstats
+import statistics
 import sys
 import time
 import uuid
@@ -132,13 +133,14 @@ async def esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float
         },
         "bench",
     )
+    import benchmarks.kafka_throughput as handler_module  # where the target counts
+
+    handler_module.delivered = 0
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run(handle_signals=False))
     polled = daemon.metrics.polled.labels("bench", "kafka")
     while polled._value.get() == 0:
         await asyncio.sleep(0.001)
-    import benchmarks.kafka_throughput as handler_module  # where the target counts
-
     started = time.perf_counter()
     while handler_module.delivered < n:
         await asyncio.sleep(0.005)
@@ -157,13 +159,20 @@ async def main(args: argparse.Namespace) -> None:
     )
     total = await prepare(args.bootstrap, topic, args.records, args.size, args.partitions)
     mb = total / 1e6
-    raw_s = await raw_consume(args.bootstrap, topic, args.records, args.partitions)
     profiler = cProfile.Profile() if args.profile else None
-    if profiler:
-        profiler.enable()
-    esmd_s = await esmd_run(args.bootstrap, topic, args.records, args.batch_size)
-    if profiler:
-        profiler.disable()
+    raw_runs, esmd_runs = [], []
+    for _ in range(args.repeat):  # interleaved, so both see the same machine load
+        raw_runs.append(await raw_consume(args.bootstrap, topic, args.records, args.partitions))
+        if profiler:
+            profiler.enable()
+        esmd_runs.append(await esmd_run(args.bootstrap, topic, args.records, args.batch_size))
+        if profiler:
+            profiler.disable()
+    raw_s, esmd_s = statistics.median(raw_runs), statistics.median(esmd_runs)
+    print(
+        f"runs (s): raw {[round(r, 2) for r in raw_runs]}, "
+        f"esmd {[round(r, 2) for r in esmd_runs]}; medians below"
+    )
     print()
     print(f"{'':24}{'MB/s':>10}{'events/s':>12}{'seconds':>10}")
     print(f"{'raw aiokafka consume':24}{mb / raw_s:10.1f}{args.records / raw_s:12.0f}{raw_s:10.2f}")
@@ -182,6 +191,7 @@ def cli() -> None:
     p.add_argument("--size", type=int, default=1024)
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=1000)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     configure_logging("WARNING")

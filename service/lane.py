@@ -153,11 +153,13 @@ class Lane:
         if filtered:
             self._metrics.filtered_out.inc(filtered)
         builder = self._builder
-        for record, size, position in kept:
-            if not builder.fits(size):
-                await self._invoke(builder.flush("bytes"))
-            if builder.add(record, size, position):
+        i, n = 0, len(kept)
+        while i < n:
+            i = builder.fill(kept, i)
+            if builder.full:
                 await self._invoke(builder.flush("size"))
+            elif i < n:
+                await self._invoke(builder.flush("bytes"))
         self._consumed_upto = end
         self._settle()
         if builder.until_next() == 0:

@@ -34,11 +34,15 @@ MAX_PATTERN_CHARS = 4096
 class FilterCriteria:
     """The compiled filters of one mapping."""
 
-    __slots__ = ("_matchers", "patterns")
+    __slots__ = ("_matchers", "keys", "matcher", "patterns")
 
     def __init__(self, patterns: list[dict[str, Any]], matchers: list[Predicate]) -> None:
         self.patterns = patterns
         self._matchers = matchers
+        #: the top-level record keys the patterns read: a source may build only those
+        self.keys = frozenset(_top_keys(patterns))
+        #: ``matches`` as one plain function, for hot loops
+        self.matcher: Predicate = matchers[0] if len(matchers) == 1 else self.matches
 
     @classmethod
     def parse(
@@ -63,13 +67,24 @@ class FilterCriteria:
     def matches(self, record: dict[str, Any]) -> bool:
         if not self._matchers:
             return True
-        for match in self._matchers:  # noqa: SIM110 - a plain loop beats any() on the hot path
+        for match in self._matchers:
             if match(record):
                 return True
         return False
 
     def __len__(self) -> int:
         return len(self._matchers)
+
+
+def _top_keys(patterns: list[dict[str, Any]]) -> set[str]:
+    keys: set[str] = set()
+    for pattern in patterns:
+        for key, sub in pattern.items():
+            if key == "$or" and isinstance(sub, list):
+                keys |= _top_keys([p for p in sub if isinstance(p, dict)])
+            else:
+                keys.add(key)
+    return keys
 
 
 def parse_pattern(text: str) -> dict[str, Any]:

@@ -66,9 +66,28 @@ def compile_object(pattern: Any, path: str = "") -> Predicate:
         else:
             raise _fail(where, f"must be an array of values or an object, got {sub!r}")
 
-    if not alternatives and len(checks) == 1:
-        ((key, only),) = checks
-        return lambda obj: only(obj.get(key, MISSING))
+    return _object_matcher(checks, alternatives)
+
+
+def _object_matcher(
+    checks: list[tuple[str, Predicate]], alternatives: list[list[Predicate]]
+) -> Predicate:
+    """The AND of the key checks and $or groups, unrolled for the common small shapes."""
+    if not alternatives:
+        if len(checks) == 1:
+            ((k1, c1),) = checks
+            return lambda obj: c1(obj.get(k1, MISSING))
+        if len(checks) == 2:
+            (k1, c1), (k2, c2) = checks
+            return lambda obj: c1(obj.get(k1, MISSING)) and c2(obj.get(k2, MISSING))
+
+        def match_all(obj: dict[str, Any]) -> bool:
+            for key, check in checks:
+                if not check(obj.get(key, MISSING)):
+                    return False
+            return True
+
+        return match_all
 
     def match(obj: dict[str, Any]) -> bool:
         for key, check in checks:
@@ -144,8 +163,11 @@ def compile_leaf(values: list[Any], path: str) -> Predicate:
 def _scalar_matcher(
     strs: set[str], nums: set[float], bools: set[bool], null: bool, conditions: list[Predicate]
 ) -> Predicate:
-    if not nums and not bools and not null and not conditions:
-        return lambda v: isinstance(v, str) and v in strs  # the common case: a set lookup
+    if not nums and not bools and not null:
+        if not conditions:
+            return lambda v: isinstance(v, str) and v in strs  # the common case: a set lookup
+        if not strs and len(conditions) == 1:
+            return conditions[0]  # one operator, e.g. a numeric range
 
     def match(v: Any) -> bool:
         t = type(v)
@@ -280,15 +302,13 @@ def _numeric(arg: Any, path: str) -> Predicate:
         if float(lo) > float(hi):
             raise _fail(path, "the lower bound is above the upper bound")
     tests = [(_COMPARE[op], float(num)) for op, num in pairs]
-
-    def match(v: Any) -> bool:
-        t = type(v)
-        if t is not int and t is not float:
-            return False
-        f = float(v)
-        return all(cmp(f, n) for cmp, n in tests)
-
-    return match
+    if len(tests) == 1:
+        ((cmp, n),) = tests
+        return lambda v: (type(v) is int or type(v) is float) and cmp(float(v), n)
+    (lo_cmp, lo), (hi_cmp, hi) = tests
+    return lambda v: (
+        (type(v) is int or type(v) is float) and lo_cmp(float(v), lo) and hi_cmp(float(v), hi)
+    )
 
 
 def _anything_but(arg: Any, path: str) -> Predicate:

@@ -9,7 +9,7 @@ or given up on are ever committed.
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
 import contextlib
 import functools
 from collections.abc import Sequence
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 _TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
 #: bytes of a record's JSON besides key, value and headers (field names, numbers, quotes)
 _RECORD_OVERHEAD = 160
-_b64 = base64.b64encode
+_b64 = binascii.b2a_base64
 
 
 def _signed(data: bytes) -> list[int]:
@@ -52,15 +52,22 @@ class KafkaCodec:
         self, raws: Sequence[ConsumerRecord[bytes, bytes]], filters: FilterCriteria | None
     ) -> tuple[list[Kept], int, int]:
         kept: list[Kept] = []
+        to_record = self._record
+        if filters is None:
+            kept = [(*to_record(raw), raw.offset) for raw in raws]
+            return kept, 0, raws[-1].offset + 1
+        match = filters.matcher
+        value_only = filters.keys == {"value"}  # the usual case: no metadata view needed
         filtered = 0
         for raw in raws:
-            record, size = self._record(raw)
-            if filters is not None:
-                view = {**record, "value": parse_payload(raw.value)}
-                if not filters.matches(view):
-                    filtered += 1
-                    continue
-            kept.append((record, size, raw.offset))
+            if value_only:
+                view = {"value": parse_payload(raw.value)}
+            else:
+                view = {**to_record(raw)[0], "value": parse_payload(raw.value)}
+            if match(view):
+                kept.append((*to_record(raw), raw.offset))
+            else:
+                filtered += 1
         return kept, filtered, raws[-1].offset + 1
 
     def _record(self, raw: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], int]:
@@ -73,10 +80,10 @@ class KafkaCodec:
         }
         size = _RECORD_OVERHEAD + len(raw.topic)
         if raw.key is not None:
-            record["key"] = key = _b64(raw.key).decode()
+            record["key"] = key = _b64(raw.key, newline=False).decode()
             size += len(key)
         if raw.value is not None:
-            record["value"] = value = _b64(raw.value).decode()
+            record["value"] = value = _b64(raw.value, newline=False).decode()
             size += len(value)
         headers = []
         for name, data in raw.headers:

@@ -41,3 +41,16 @@ def test_byte_cap_refuses_the_record_that_would_pass_it() -> None:
     b.add({}, 500, 1)
     assert not b.fits(1)
     assert b.flush("bytes").payload_bytes == 1000
+
+
+def test_fill_stops_at_size_and_bytes_like_add() -> None:
+    kept = [({"n": i}, 300, 10 + i) for i in range(10)]
+    b = BatchBuilder(max_records=4, window_seconds=0, envelope_bytes=100, max_bytes=1000)
+    assert b.fill(kept, 0) == 3  # 100 + 3*300 = 1000: a fourth would pass the cap
+    assert not b.full and b.first_position == 10
+    assert b.flush("bytes").last_position == 12
+    b = BatchBuilder(max_records=2, window_seconds=0)
+    assert b.fill(kept, 5) == 7 and b.full
+    huge = [({}, 10_000, 0), ({}, 1, 1)]
+    b = BatchBuilder(max_records=5, window_seconds=0, max_bytes=1000)
+    assert b.fill(huge, 0) == 1  # the first record always goes in, alone
