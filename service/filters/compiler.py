@@ -157,7 +157,16 @@ def compile_leaf(values: list[Any], path: str) -> Predicate:
         else:
             raise _fail(where, f"unsupported value {value!r}")
     scalar = _scalar_matcher(exact_str, exact_num, exact_bool, exact_null, conditions)
-    return _leaf(scalar, True in exists, False in exists)
+    general = _leaf(scalar, True in exists, False in exists)
+    if exists or exact_num or exact_bool or exact_null or conditions:
+        return general
+
+    def strings_only(value: Any) -> bool:  # the common leaf, fused: no inner call for a str
+        if type(value) is str:
+            return value in exact_str
+        return general(value)
+
+    return strings_only
 
 
 def _scalar_matcher(
@@ -277,12 +286,24 @@ def _wildcard(arg: Any, path: str) -> Predicate:
     return lambda v: isinstance(v, str) and fullmatch(v) is not None
 
 
-_COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "=": float.__eq__,
-    "<": float.__lt__,
-    "<=": float.__le__,
-    ">": float.__gt__,
-    ">=": float.__ge__,
+def _is_num(v: Any) -> bool:
+    t = type(v)
+    return t is int or t is float
+
+
+#: one comparison, as a closure with the operator inline (no call per comparison)
+_ONE: dict[str, Callable[[float], Predicate]] = {
+    "=": lambda n: lambda v: (type(v) is int or type(v) is float) and v == n,
+    "<": lambda n: lambda v: (type(v) is int or type(v) is float) and v < n,
+    "<=": lambda n: lambda v: (type(v) is int or type(v) is float) and v <= n,
+    ">": lambda n: lambda v: (type(v) is int or type(v) is float) and v > n,
+    ">=": lambda n: lambda v: (type(v) is int or type(v) is float) and v >= n,
+}
+_RANGE: dict[tuple[str, str], Callable[[float, float], Predicate]] = {
+    (">", "<"): lambda lo, hi: lambda v: _is_num(v) and lo < v < hi,
+    (">", "<="): lambda lo, hi: lambda v: _is_num(v) and lo < v <= hi,
+    (">=", "<"): lambda lo, hi: lambda v: _is_num(v) and lo <= v < hi,
+    (">=", "<="): lambda lo, hi: lambda v: _is_num(v) and lo <= v <= hi,
 }
 
 
@@ -291,7 +312,7 @@ def _numeric(arg: Any, path: str) -> Predicate:
         raise _fail(path, "takes [op, number] or [lower-op, number, upper-op, number]")
     pairs = [(arg[i], arg[i + 1]) for i in range(0, len(arg), 2)]
     for op, num in pairs:
-        if op not in _COMPARE:
+        if op not in _ONE:
             raise _fail(path, f"unknown comparison {op!r}; use =, <, <=, >, >=")
         if not _is_number(num) or isinstance(num, bool):
             raise _fail(path, f"{op} needs a number, got {num!r}")
@@ -301,14 +322,11 @@ def _numeric(arg: Any, path: str) -> Predicate:
             raise _fail(path, "a range is a lower bound (> or >=) then an upper bound (< or <=)")
         if float(lo) > float(hi):
             raise _fail(path, "the lower bound is above the upper bound")
-    tests = [(_COMPARE[op], float(num)) for op, num in pairs]
-    if len(tests) == 1:
-        ((cmp, n),) = tests
-        return lambda v: (type(v) is int or type(v) is float) and cmp(float(v), n)
-    (lo_cmp, lo), (hi_cmp, hi) = tests
-    return lambda v: (
-        (type(v) is int or type(v) is float) and lo_cmp(float(v), lo) and hi_cmp(float(v), hi)
-    )
+    if len(pairs) == 1:
+        ((op, num),) = pairs
+        return _ONE[op](float(num))
+    (lo_op, lo), (hi_op, hi) = pairs
+    return _RANGE[lo_op, hi_op](float(lo), float(hi))
 
 
 def _anything_but(arg: Any, path: str) -> Predicate:
