@@ -23,3 +23,16 @@ def moto_endpoint() -> str:
 def unique() -> str:
     """A short unique suffix for topics, groups and mapping names."""
     return uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _aws_test_credentials() -> None:
+    """moto_server and the stand-in AWS endpoints accept any credentials; botocore needs some."""
+    import os
+
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        os.environ.setdefault(key, value)

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import binascii
-import contextlib
 import functools
+import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -118,6 +118,7 @@ class KafkaPoller:
         cfg = mapping.config
         self._topic = (cfg.Topics or [""])[0]
         self._bootstrap = bootstrap_servers or _self_managed_servers(cfg)
+        self._tls = False
         self._lanes: dict[TopicPartition, Lane] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -128,7 +129,7 @@ class KafkaPoller:
 
     async def run(self) -> None:
         if not self._bootstrap:
-            self._bootstrap = await msk_bootstrap_servers(self._mapping)
+            self._bootstrap, self._tls = await msk_bootstrap_servers(self._mapping)
         consumer = self._consumer = self._make_consumer()
         consumer.subscribe([self._topic], listener=_Rebalance(self))
         await consumer.start()
@@ -167,6 +168,8 @@ class KafkaPoller:
             auto_offset_reset="latest" if start is StartPosition.LATEST else "earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            security_protocol="SSL" if self._tls else "PLAINTEXT",
+            ssl_context=ssl.create_default_context() if self._tls else None,
         )
 
     # --- partitions -----------------------------------------------------------------------
@@ -280,12 +283,15 @@ def _self_managed_servers(cfg: MappingConfig) -> list[str] | None:
     return list(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else None
 
 
-async def msk_bootstrap_servers(mapping: Mapping) -> list[str]:
-    """Look up an MSK cluster's brokers with the Kafka API (GetBootstrapBrokers)."""
+async def msk_bootstrap_servers(mapping: Mapping) -> tuple[list[str], bool]:
+    """An MSK cluster's brokers from the Kafka API (GetBootstrapBrokers): (servers, tls).
+
+    Plaintext brokers are preferred when the cluster has them; else TLS.
+    """
     arn = mapping.config.EventSourceArn
     async with mapping.aws_client("kafka") as kafka:
         resp = await kafka.get_bootstrap_brokers(ClusterArn=arn)
-    for key in ("BootstrapBrokerString", "BootstrapBrokerStringTls"):
-        with contextlib.suppress(KeyError):
-            return str(resp[key]).split(",")
+    for key, tls in (("BootstrapBrokerString", False), ("BootstrapBrokerStringTls", True)):
+        if resp.get(key):
+            return str(resp[key]).split(","), tls
     raise ValueError(f"mapping {mapping.config.Name!r}: EventSourceArn: no brokers for {arn}")
