@@ -78,6 +78,7 @@ def kafka_libs() -> Path:
             "mvn",
             "-q",
             "-B",
+            "-Dstyle.color=never",
             "-f",
             str(KAFKA_POM),
             "dependency:copy-dependencies",
@@ -197,8 +198,9 @@ def _recv(sock: socket.socket, n: int) -> bytes:
 
 
 def moto_command(state: Path) -> list[str]:
-    beside = Path(sys.executable).parent / "moto_server"  # the venv esmd runs in
-    exe = str(beside) if beside.exists() else shutil.which("moto_server")
+    # the venv esmd runs in, else the checkout's venv (system python running the script), else PATH
+    candidates = [Path(sys.executable).parent / "moto_server", _CHECKOUT / ".venv/bin/moto_server"]
+    exe = next((str(c) for c in candidates if c.exists()), None) or shutil.which("moto_server")
     if exe is None:
         raise RuntimeError("moto_server not found: run `make venv` (moto[server] is a dev extra)")
     return [exe, "-H", HOST, "-p", str(MOTO_PORT)]
@@ -233,13 +235,16 @@ def _pid(server: Server) -> int | None:
         return None
 
 
-def _log_tail(server: Server, lines: int = 30) -> str:
+def _log_tail(server: Server, lines: int = 20) -> str:
+    """The first ERROR lines (the cause; the tail is often just a stack trace), then the tail."""
     state = STATE / server.name
     text = ""
     for log in (state / "stdout.log", state / f"{server.name}.log"):
-        if log.exists():
-            text += f"--- {log}\n" + "\n".join(
-                log.read_text(errors="replace").splitlines()[-lines:]
+        if log.exists() and log.stat().st_size:
+            all_lines = log.read_text(errors="replace").splitlines()
+            errors = [line for line in all_lines if " ERROR " in line][:3]
+            text += f"\n--- {log}\n" + "\n".join(
+                errors + ["..."] * bool(errors) + all_lines[-lines:]
             )
     return text
 
@@ -251,6 +256,7 @@ def ensure(name: str) -> str:
         return server.address
     state = STATE / server.name
     state.mkdir(parents=True, exist_ok=True)
+    proc: subprocess.Popen[bytes] | None = None
     if _pid(server) is None:
         command = server.command(state)
         with open(state / "stdout.log", "ab") as out:
@@ -267,7 +273,8 @@ def ensure(name: str) -> str:
     while time.monotonic() < deadline:
         if server.ready():
             return server.address
-        if _pid(server) is None:
+        # poll() reaps our own child: a dead child stays a zombie that os.kill(pid, 0) still finds
+        if (proc.poll() is not None) if proc else _pid(server) is None:
             raise RuntimeError(f"{name} exited while starting\n{_log_tail(server)}")
         time.sleep(0.25)
     raise RuntimeError(f"{name} not ready after {server.timeout:.0f}s\n{_log_tail(server)}")
@@ -303,7 +310,12 @@ def main(argv: list[str]) -> int:
     for name in names:
         if command == "up":
             started = time.monotonic()
-            print(f"{name}: ready on {ensure(name)} ({time.monotonic() - started:.1f}s)")
+            try:
+                address = ensure(name)
+            except (RuntimeError, OSError, subprocess.SubprocessError) as error:
+                print(f"{name}: failed: {error}", file=sys.stderr)
+                return 1
+            print(f"{name}: ready on {address} ({time.monotonic() - started:.1f}s)")
         elif command == "down":
             stop(name)
             print(f"{name}: stopped")
