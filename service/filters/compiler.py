@@ -49,63 +49,131 @@ def _is_number(v: Any) -> bool:
 # --- object patterns ------------------------------------------------------------------------
 
 
+MAX_ALTERNATIVES = 1000
+
+
 def compile_object(pattern: Any, path: str = "") -> Predicate:
-    """A function of a JSON object (dict) deciding whether it matches ``pattern``."""
+    """A function of a JSON object (dict) deciding whether it matches ``pattern``.
+
+    ``$or`` is expanded first, as event-ruler does: each branch is merged into the rest of
+    its object (where both name the same field, the later conditions replace the earlier),
+    and the record must match one of the resulting ``$or``-free patterns.
+    """
+    alternatives = expand_or(pattern, path)
+    matchers = [_compile_plain(alt, path) for alt in alternatives]
+    if len(matchers) == 1:
+        return matchers[0]
+    return lambda obj: any(m(obj) for m in matchers)
+
+
+def expand_or(pattern: Any, path: str = "") -> list[dict[str, Any]]:
+    """The ``$or``-free patterns that together mean ``pattern``."""
     if not isinstance(pattern, dict):
         raise _fail(path, "a pattern must be a JSON object")
-    checks: list[tuple[str, Predicate]] = []
-    alternatives: list[list[Predicate]] = []
+    alternatives: list[dict[str, Any]] = [{}]
     for key, sub in pattern.items():
         where = f"{path}.{key}" if path else key
         if key == "$or":
-            alternatives.append(_compile_or(sub, where))
+            options = [
+                alt
+                for i, p in enumerate(_or_branches(sub, where))
+                for alt in expand_or(p, f"{where}[{i}]")
+            ]
         elif isinstance(sub, dict):
-            checks.append((key, _nested(compile_object(sub, where))))
+            options = [{key: alt} for alt in expand_or(sub, where)]
         elif isinstance(sub, list):
-            checks.append((key, compile_leaf(sub, where)))
+            options = [{key: sub}]
         else:
             raise _fail(where, f"must be an array of values or an object, got {sub!r}")
+        alternatives = [_merge(a, o) for a in alternatives for o in options]
+        if len(alternatives) > MAX_ALTERNATIVES:
+            raise _fail(where, f"$or expands to more than {MAX_ALTERNATIVES} alternatives")
+    return alternatives
 
-    return _object_matcher(checks, alternatives)
+
+def _or_branches(sub: Any, path: str) -> list[dict[str, Any]]:
+    if not isinstance(sub, list) or len(sub) < 2 or not all(isinstance(p, dict) for p in sub):
+        raise _fail(path, "$or takes an array of at least two pattern objects")
+    return sub
 
 
-def _object_matcher(
-    checks: list[tuple[str, Predicate]], alternatives: list[list[Predicate]]
-) -> Predicate:
-    """The AND of the key checks and $or groups, unrolled for the common small shapes."""
-    if not alternatives:
-        if len(checks) == 1:
-            ((k1, c1),) = checks
-            return lambda obj: c1(obj.get(k1, MISSING))
-        if len(checks) == 2:
-            (k1, c1), (k2, c2) = checks
-            return lambda obj: c1(obj.get(k1, MISSING)) and c2(obj.get(k2, MISSING))
+class _Both(tuple[list[Any], dict[str, Any]]):
+    """A key conditioned both as a leaf and as an object (from merging ``$or`` branches):
+    event-ruler keeps both field paths, so a record must satisfy both."""
 
-        def match_all(obj: dict[str, Any]) -> bool:
-            for key, check in checks:
-                if not check(obj.get(key, MISSING)):
-                    return False
-            return True
 
-        return match_all
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = dict(a)
+    for key, value in b.items():
+        out[key] = _merge_value(out[key], value) if key in out else value
+    return out
 
-    def match(obj: dict[str, Any]) -> bool:
+
+def _merge_value(mine: Any, value: Any) -> Any:
+    leaf: list[Any] = []
+    obj: dict[str, Any] | None = None
+    for part in (*_split(mine), *_split(value)):
+        if isinstance(part, list):
+            leaf = part  # the same field named again: the later conditions replace it
+        else:
+            obj = part if obj is None else _merge(obj, part)
+    if obj is None:
+        return leaf
+    return _Both((leaf, obj)) if leaf else obj
+
+
+def _split(value: Any) -> tuple[Any, ...]:
+    return tuple(value) if isinstance(value, _Both) else (value,)
+
+
+def _compile_plain(pattern: dict[str, Any], path: str) -> Predicate:
+    checks: list[tuple[str, Predicate]] = []
+    for key, sub in pattern.items():
+        where = f"{path}.{key}" if path else key
+        parts = [
+            _nested(_compile_plain(part, where), _absent_paths(part))
+            if isinstance(part, dict)
+            else compile_leaf(part, where)
+            for part in _split(sub)
+        ]
+        checks.append((key, parts[0] if len(parts) == 1 else _all_of(parts)))
+    return _object_matcher(checks)
+
+
+def _all_of(parts: list[Predicate]) -> Predicate:
+    """A key conditioned both as a value and as an object (see ``_Both``): both must hold.
+
+    Known difference: in an array that mixes nested arrays and objects, event-ruler also
+    requires both from one array element; esmd does not (docs/filters.md).
+    """
+    return lambda value: all(p(value) for p in parts)
+
+
+def _object_matcher(checks: list[tuple[str, Predicate]]) -> Predicate:
+    """The AND of the key checks, unrolled for the common small shapes."""
+    if len(checks) == 1:
+        ((k1, c1),) = checks
+        return lambda obj: c1(obj.get(k1, MISSING))
+    if len(checks) == 2:
+        (k1, c1), (k2, c2) = checks
+        return lambda obj: c1(obj.get(k1, MISSING)) and c2(obj.get(k2, MISSING))
+
+    def match_all(obj: dict[str, Any]) -> bool:
         for key, check in checks:
             if not check(obj.get(key, MISSING)):
                 return False
-        return all(any(alt(obj) for alt in alts) for alts in alternatives)
+        return True
 
-    return match
-
-
-def _compile_or(sub: Any, path: str) -> list[Predicate]:
-    if not isinstance(sub, list) or len(sub) < 2 or not all(isinstance(p, dict) for p in sub):
-        raise _fail(path, "$or takes an array of at least two pattern objects")
-    return [compile_object(p, f"{path}[{i}]") for i, p in enumerate(sub)]
+    return match_all
 
 
-def _nested(match: Predicate) -> Predicate:
-    """Apply an object pattern to a record value of any shape."""
+def _nested(match: Predicate, absent: list[tuple[str, ...]]) -> Predicate:
+    """Apply an object pattern to a record value of any shape.
+
+    ``absent`` are the pattern's ``exists: false`` field paths. event-ruler reads them as
+    "nowhere in the record", so in an array they must be absent from every element, while
+    the other conditions are met by one element (array consistency).
+    """
     empty: dict[str, Any] = {}
 
     def on_value(value: Any) -> bool:
@@ -114,11 +182,37 @@ def _nested(match: Predicate) -> Predicate:
         if isinstance(value, RawPayload):
             return False
         if type(value) is list:
+            if absent and any(_present(value, path) for path in absent):
+                return False
             objects = [v for v in value if type(v) is dict]
             return any(match(v) for v in objects) if objects else match(empty)
         return match(empty)  # absent, or a leaf: no field below it
 
     return on_value
+
+
+def _present(value: Any, path: tuple[str, ...]) -> bool:
+    """Whether the record has a leaf at ``path`` below ``value`` (through arrays too)."""
+    t = type(value)
+    if t is list:
+        return any(_present(v, path) for v in value)
+    if not path:
+        return value is not MISSING and t is not dict
+    if t is dict:
+        return _present(value.get(path[0], MISSING), path[1:])
+    return False
+
+
+def _absent_paths(pattern: dict[str, Any]) -> list[tuple[str, ...]]:
+    """Field paths whose only condition is ``exists: false``."""
+    paths: list[tuple[str, ...]] = []
+    for key, sub in pattern.items():
+        for part in _split(sub):
+            if isinstance(part, dict):
+                paths += [(key, *p) for p in _absent_paths(part)]
+            elif part and all(c == {"exists": False} for c in part):
+                paths.append((key,))
+    return paths
 
 
 # --- leaf arrays ----------------------------------------------------------------------------
@@ -320,8 +414,8 @@ def _numeric(arg: Any, path: str) -> Predicate:
         (lo_op, lo), (hi_op, hi) = pairs
         if lo_op not in (">", ">=") or hi_op not in ("<", "<="):
             raise _fail(path, "a range is a lower bound (> or >=) then an upper bound (< or <=)")
-        if float(lo) > float(hi):
-            raise _fail(path, "the lower bound is above the upper bound")
+        if float(lo) >= float(hi):
+            raise _fail(path, "the lower bound must be below the upper bound")
     if len(pairs) == 1:
         ((op, num),) = pairs
         return _ONE[op](float(num))
@@ -330,6 +424,8 @@ def _numeric(arg: Any, path: str) -> Predicate:
 
 
 def _anything_but(arg: Any, path: str) -> Predicate:
+    """Every value but those named; the string forms (prefix, suffix, ...) let any value
+    that is not a string through, as event-ruler does."""
     if isinstance(arg, dict):
         if len(arg) != 1:
             raise _fail(path, "takes one of prefix, suffix, equals-ignore-case, wildcard")
@@ -337,16 +433,16 @@ def _anything_but(arg: Any, path: str) -> Predicate:
         where = f"{path}.{op}"
         if op == "prefix":
             text = _string_arg(inner, where)
-            return lambda v: isinstance(v, str) and not v.startswith(text)
+            return lambda v: not isinstance(v, str) or not v.startswith(text)
         if op == "suffix":
             text = _string_arg(inner, where)
-            return lambda v: isinstance(v, str) and not v.endswith(text)
+            return lambda v: not isinstance(v, str) or not v.endswith(text)
         if op == "equals-ignore-case":
             lows = {_string_arg(s, where).lower() for s in _one_or_many(inner, where)}
-            return lambda v: isinstance(v, str) and v.lower() not in lows
+            return lambda v: not isinstance(v, str) or v.lower() not in lows
         if op == "wildcard":
             regexes = [wildcard_regex(s, where) for s in _one_or_many(inner, where)]
-            return lambda v: isinstance(v, str) and not any(r.fullmatch(v) for r in regexes)
+            return lambda v: not isinstance(v, str) or not any(r.fullmatch(v) for r in regexes)
         raise _fail(where, "anything-but takes prefix, suffix, equals-ignore-case or wildcard")
     values = _one_or_many(arg, path)
     if all(isinstance(v, str) for v in values):

@@ -118,6 +118,38 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], bool]] = [
     ("$or second", {"$or": [{"a": ["x"]}, {"b": ["y"]}]}, {"b": "y"}, True),
     ("$or none", {"$or": [{"a": ["x"]}, {"b": ["y"]}]}, {"a": "y", "b": "x"}, False),
     ("$or with AND", {"c": [1], "$or": [{"a": ["x"]}, {"b": ["y"]}]}, {"a": "x", "c": 2}, False),
+    # semantics learned from event-ruler by the differential test
+    (
+        "$or branch replaces the same field",
+        {"a": [None], "$or": [{"a": [""]}, {"a": ["x"]}]},
+        {"a": None},
+        False,
+    ),
+    (
+        "$or branch replacing matches",
+        {"a": [None], "$or": [{"a": [""]}, {"a": ["x"]}]},
+        {"a": "x"},
+        True,
+    ),
+    (
+        "exists false: absent from every array element",
+        {"c": {"a": [{"exists": False}], "b": ["x"]}},
+        {"c": [{"b": "x"}, {"a": 1}]},
+        False,
+    ),
+    (
+        "exists false: absent everywhere matches",
+        {"c": {"a": [{"exists": False}], "b": ["x"]}},
+        {"c": [{"b": "x"}, {"d": 1}]},
+        True,
+    ),
+    ("array consistency", {"c": {"a": [1], "b": [2]}}, {"c": [{"a": 1}, {"b": 2}]}, False),
+    (
+        "anything-but prefix lets non-strings through",
+        {"a": [{"anything-but": {"prefix": "x"}}]},
+        {"a": None},
+        True,
+    ),
 ]
 
 
@@ -150,7 +182,8 @@ REJECTED = [
     ("numeric bad op", '{"a": [{"numeric": ["!=", 1]}]}', "unknown comparison '!='"),
     ("numeric not a number", '{"a": [{"numeric": [">", "1"]}]}', "> needs a number"),
     ("numeric range order", '{"a": [{"numeric": ["<", 1, ">", 0]}]}', "a lower bound"),
-    ("numeric inverted", '{"a": [{"numeric": [">", 5, "<", 1]}]}', "lower bound is above"),
+    ("numeric inverted", '{"a": [{"numeric": [">", 5, "<", 1]}]}', "lower bound must be below"),
+    ("numeric empty range", '{"a": [{"numeric": [">", 1, "<", 1]}]}', "lower bound must be below"),
     ("exists not bool", '{"a": [{"exists": "yes"}]}', "exists takes true or false"),
     ("anything-but mixed", '{"a": [{"anything-but": ["x", 1]}]}', "all strings or all numbers"),
     ("anything-but op", '{"a": [{"anything-but": {"numeric": [">", 1]}}]}', "anything-but takes"),
