@@ -40,7 +40,7 @@ ROOT = Path(
 )
 STATE = ROOT / ".services"
 CACHE = Path(os.environ.get("ESMD_CACHE", ROOT / ".cache"))
-KAFKA_POM = Path(__file__).resolve().parent / "kafka-pom.xml"
+HERE = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
 
 
@@ -57,21 +57,16 @@ class Server:
 # --- Kafka ----------------------------------------------------------------------------------
 
 
-def kafka_version() -> str:
-    text = KAFKA_POM.read_text()
-    return text.split("<kafka.version>")[1].split("</kafka.version>")[0]
-
-
-def kafka_libs() -> Path:
-    """The broker's jars, resolved from Maven Central once per version."""
-    libs = CACHE / f"kafka-{kafka_version()}" / "libs"
+def maven_libs(name: str) -> Path:
+    """The jars of ``<name>-pom.xml`` (beside this file), resolved from Maven Central once per
+    version into the cache folder."""
+    pom = HERE / f"{name}-pom.xml"
+    version = pom.read_text().split("<artifact.version>")[1].split("</artifact.version>")[0]
+    libs = CACHE / f"{name}-{version}" / "libs"
     marker = libs / ".complete"
     if marker.exists():
         return libs
-    print(
-        f"resolving Apache Kafka {kafka_version()} from Maven Central into {libs} ...",
-        file=sys.stderr,
-    )
+    print(f"resolving {name} {version} from Maven Central into {libs} ...", file=sys.stderr)
     shutil.rmtree(libs, ignore_errors=True)
     subprocess.run(
         [
@@ -80,7 +75,7 @@ def kafka_libs() -> Path:
             "-B",
             "-Dstyle.color=never",
             "-f",
-            str(KAFKA_POM),
+            str(pom),
             "dependency:copy-dependencies",
             f"-DoutputDirectory={libs}",
             "-DincludeScope=runtime",
@@ -128,7 +123,7 @@ Configuration:
 
 
 def kafka_command(state: Path) -> list[str]:
-    libs = kafka_libs()
+    libs = maven_libs("kafka")
     data = state / "data"
     props = state / "server.properties"
     props.write_text(
@@ -194,6 +189,42 @@ def _recv(sock: socket.socket, n: int) -> bytes:
     return data
 
 
+# --- ElasticMQ -----------------------------------------------------------------------------
+
+ELASTICMQ_CONF = """\
+include classpath("application.conf")
+node-address {{ protocol = http, host = "{host}", port = {port}, context-path = "" }}
+rest-sqs {{ enabled = true, bind-port = {port}, bind-hostname = "{host}", sqs-limits = strict }}
+rest-stats {{ enabled = false }}
+aws {{ region = us-east-1, accountId = 000000000000 }}
+"""
+
+
+def elasticmq_command(state: Path) -> list[str]:
+    libs = maven_libs("elasticmq")
+    conf = state / "elasticmq.conf"
+    conf.write_text(ELASTICMQ_CONF.format(host=HOST, port=ELASTICMQ_PORT))
+    return [
+        "java",
+        "-Xms128m",
+        "-Xmx512m",
+        f"-Dconfig.file={conf}",
+        "-cp",
+        f"{libs}/*",
+        "org.elasticmq.server.Main",
+    ]
+
+
+def elasticmq_ready() -> bool:
+    """ListQueues (query protocol) answers: the SQS endpoint is serving."""
+    url = f"http://{HOST}:{ELASTICMQ_PORT}/?Action=ListQueues"
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 # --- moto -----------------------------------------------------------------------------------
 
 
@@ -216,10 +247,19 @@ def moto_ready() -> bool:
 
 KAFKA_PORT = int(os.environ.get("ESMD_KAFKA_PORT", "9092"))
 MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
+ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
     "moto": Server("moto", MOTO_PORT, f"http://{HOST}:{MOTO_PORT}", moto_command, moto_ready, 60),
+    "elasticmq": Server(
+        "elasticmq",
+        ELASTICMQ_PORT,
+        f"http://{HOST}:{ELASTICMQ_PORT}",
+        elasticmq_command,
+        elasticmq_ready,
+        120,
+    ),
 }
 
 
@@ -286,6 +326,10 @@ def ensure_kafka() -> str:
 
 def ensure_moto() -> str:
     return ensure("moto")
+
+
+def ensure_elasticmq() -> str:
+    return ensure("elasticmq")
 
 
 def stop(name: str, wait: float = 20) -> None:

@@ -65,13 +65,15 @@ class Invoker:
         self._stopping = stopping
         self._log = structlog.get_logger("esmd.invoke").bind(mapping=metrics.mapping)
 
-    async def deliver(self, batch: Batch) -> Outcome:
+    async def deliver(self, batch: Batch) -> tuple[Outcome, InvokeResult | None]:
+        """Invoke until delivered or given up; the last result comes back with the outcome,
+        so a source can read partial batch failures from it."""
         event = self._make_event(batch.records)
         retries = throttles = 0
         while True:
             result = await self._invoke_once(event, len(batch))
             if result.ok:
-                return Outcome.DELIVERED
+                return Outcome.DELIVERED, result
             if result.throttled:
                 wait = self._throttle.delay(throttles)
                 throttles += 1
@@ -80,7 +82,7 @@ class Invoker:
                 self._metrics.failed_invoke.inc(len(batch))
                 if 0 <= self._max_retries <= retries:
                     self._log.error("retries exhausted", records=len(batch), error=result.payload)
-                    return Outcome.EXHAUSTED
+                    return Outcome.EXHAUSTED, result
                 wait = self._backoff.delay(retries)
                 retries += 1
                 self._log.warning(
@@ -92,7 +94,7 @@ class Invoker:
                     error=_short(result.payload),
                 )
             if await self._stopped_within(wait):
-                return Outcome.ABANDONED
+                return Outcome.ABANDONED, None
 
     async def _invoke_once(self, event: dict[str, Any], count: int) -> InvokeResult:
         self._metrics.invoked.inc(count)
@@ -114,3 +116,26 @@ class Invoker:
 def _short(payload: Any, limit: int = 500) -> str:
     text = str(payload)
     return text if len(text) <= limit else text[:limit] + "..."
+
+
+def batch_item_failures(payload: Any, identifiers: list[str]) -> set[str] | None:
+    """The items a ReportBatchItemFailures response names as failed; None: the whole batch.
+
+    AWS's rules: no response, no ``batchItemFailures`` or an empty list is complete success;
+    an ``itemIdentifier`` that is missing, empty or not in the batch fails the whole batch.
+    """
+    if not isinstance(payload, dict):
+        return set()
+    failures = payload.get("batchItemFailures")
+    if failures is None:
+        return set()
+    if not isinstance(failures, list):
+        return None
+    known = set(identifiers)
+    failed = set()
+    for item in failures:
+        ident = item.get("itemIdentifier") if isinstance(item, dict) else None
+        if not isinstance(ident, str) or ident not in known:
+            return None
+        failed.add(ident)
+    return failed

@@ -176,7 +176,7 @@ class Lane:
             raise LaneStopped
         self.done_upto = batch.first_position
         self._metrics.batch_closed(len(batch), batch.reason)
-        outcome = await self._invoker.deliver(batch)
+        outcome, _ = await self._invoker.deliver(batch)
         if outcome is Outcome.ABANDONED:
             raise LaneStopped
         if outcome is Outcome.EXHAUSTED:

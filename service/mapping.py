@@ -100,6 +100,11 @@ class Mapping:
 
     # --- what pollers use -----------------------------------------------------------------
 
+    def require_target(self) -> Target:
+        """The target; pollers are made after it, in ``run``."""
+        assert self.target is not None, "the target is created before the poller"
+        return self.target
+
     def new_lane(self, key: str, codec: Codec, *, on_backpressure: Callable[[bool], None]) -> Lane:
         cfg = self.config
         assert self.target is not None

@@ -36,3 +36,8 @@ def _aws_test_credentials() -> None:
         "AWS_DEFAULT_REGION": "us-east-1",
     }.items():
         os.environ.setdefault(key, value)
+
+
+@pytest.fixture(scope="session")
+def elasticmq_endpoint() -> str:
+    return servers.elasticmq_endpoint()

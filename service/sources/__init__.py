@@ -28,6 +28,7 @@ class Poller(Protocol):
 SOURCES: dict[SourceKind, str] = {
     SourceKind.KAFKA: "service.sources.kafka:KafkaPoller",
     SourceKind.MSK: "service.sources.kafka:KafkaPoller",
+    SourceKind.SQS: "service.sources.sqs:SqsPoller",
 }
 
 

@@ -1,0 +1,381 @@
+"""SQS source: standard and FIFO queues, with Lambda's delivery and deletion semantics.
+
+Receivers long-poll (20 s, 10 messages a call) and feed one BatchBuilder; closed batches are
+invoked concurrently, up to ScalingConfig.MaximumConcurrency. Acknowledging is deleting:
+
+- success deletes the batch; a failed invocation deletes nothing, so the messages return
+  when their visibility timeout ends and the queue's own redrive policy moves them to its DLQ;
+- with ReportBatchItemFailures only the listed items stay (FIFO: and every later message of
+  their group, to keep the group's order);
+- filtered-out messages are deleted, as Lambda does.
+
+While an invocation runs, its messages' visibility is extended every half timeout, so no
+second copy is delivered while the first is being processed. FIFO queues are batched per
+MessageGroupId, and a group has at most one batch in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import contextlib
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from service.batching import Batch, BatchBuilder
+from service.config import MappingConfig
+from service.filters import parse_payload
+from service.invoke import Backoff, Invoker, Outcome, batch_item_failures
+from service.targets import InvokeResult
+
+if TYPE_CHECKING:
+    from service.mapping import Mapping
+
+RECEIVE_WAIT_SECONDS = 20
+RECEIVE_MAX = 10
+#: bytes of a record's JSON besides body and attributes (field names, ids, handles, ARN)
+_RECORD_OVERHEAD = 600
+
+
+def queue_parts(arn: str) -> tuple[str, str, str]:
+    """(region, account, queue name) of an SQS queue ARN."""
+    _, _, _, region, account, name = arn.split(":", 5)
+    return region, account, name
+
+
+def lambda_record(message: dict[str, Any], arn: str, region: str) -> dict[str, Any]:
+    """An SQS message as Lambda delivers it, field for field."""
+    attributes = dict(message.get("Attributes", {}))
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message.get("Body", ""),
+        "attributes": attributes,
+        "messageAttributes": {
+            name: _message_attribute(value)
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": region,
+    }
+
+
+def _message_attribute(value: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "stringListValues": list(value.get("StringListValues", [])),
+        "binaryListValues": [_b64(v) for v in value.get("BinaryListValues", [])],
+        "dataType": value["DataType"],
+    }
+    if "StringValue" in value:
+        out["stringValue"] = value["StringValue"]
+    if "BinaryValue" in value:
+        out["binaryValue"] = _b64(value["BinaryValue"])
+    return out
+
+
+def _b64(data: bytes | str) -> str:
+    return base64.b64encode(data if isinstance(data, bytes) else data.encode()).decode()
+
+
+def _size(record: dict[str, Any]) -> int:
+    return _RECORD_OVERHEAD + len(record["body"]) + len(orjson.dumps(record["messageAttributes"]))
+
+
+class SqsPoller:
+    def __init__(self, mapping: Mapping) -> None:
+        self._mapping = mapping
+        cfg: MappingConfig = mapping.config
+        self._arn = cfg.EventSourceArn or ""
+        self._region, self._account, self._queue = queue_parts(self._arn)
+        self._fifo = self._queue.endswith(".fifo")
+        self._receivers = (
+            cfg.ProvisionedPollerConfig.MinimumPollers if (cfg.ProvisionedPollerConfig) else 5
+        )
+        concurrency = cfg.ScalingConfig.MaximumConcurrency if cfg.ScalingConfig else None
+        self._slots = asyncio.Semaphore(concurrency or 1000)
+        self._stopping = asyncio.Event()
+        # received records waiting to be batched, and the receivers' brake: they pause while
+        # this many messages are received but not yet acknowledged (each one is invisible)
+        self._pending: collections.deque[list[dict[str, Any]]] = collections.deque()
+        self._wakeup = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._outstanding = 0
+        self._max_outstanding = max(100, 2 * (concurrency or 100) * cfg.batch_size)
+        self._builder = BatchBuilder(cfg.batch_size, cfg.batching_window_seconds, 64)
+        self._inflight: set[asyncio.Task[None]] = set()
+        self._group_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
+        self._sqs: Any = None
+        self._url = ""
+        self._visibility = 30
+        self._log = structlog.get_logger("esmd.sqs").bind(mapping=cfg.Name)
+        self._invoker = Invoker(
+            mapping.require_target(),
+            self._make_event,
+            mapping.metrics,
+            mapping.esmd.retry,
+            0,
+            self._stopping,  # SQS retries by redelivery, not in process
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with self._mapping.aws_client("sqs") as sqs:
+            self._sqs = sqs
+            resp = await sqs.get_queue_url(
+                QueueName=self._queue, QueueOwnerAWSAccountId=self._account
+            )
+            self._url = resp["QueueUrl"]
+            attrs = await sqs.get_queue_attributes(
+                QueueUrl=self._url, AttributeNames=["VisibilityTimeout"]
+            )
+            self._visibility = int(attrs["Attributes"].get("VisibilityTimeout", 30))
+            self._mapping.metrics.pollers("current").set(self._receivers)
+            self._log.info("polling", queue=self._url, pollers=self._receivers, fifo=self._fifo)
+            receivers = [
+                asyncio.create_task(self._receive_loop(), name=f"sqs receiver {i}")
+                for i in range(self._receivers)
+            ]
+            try:
+                await self._batch_loop()
+            finally:
+                for task in receivers:
+                    task.cancel()
+                await asyncio.gather(*receivers, return_exceptions=True)
+                await self._drain()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    def status(self) -> dict[str, Any]:
+        return {"queue": self._url, "pollers": self._receivers, "in_flight": len(self._inflight)}
+
+    async def _drain(self) -> None:
+        """Let in-flight invocations finish; give back what was received but not invoked."""
+        if self._inflight:
+            _, pending = await asyncio.wait(self._inflight, timeout=self._mapping.shutdown_grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        leftovers = [r for chunk in self._pending for r in chunk]
+        leftovers += self._builder.flush("stop").records
+        if leftovers:
+            await self._release(leftovers)
+
+    # --- receiving ------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        backoff = Backoff(0.5, 20.0)
+        failures = 0
+        while not self._stopping.is_set():
+            await self._room.wait()
+            try:
+                resp = await self._sqs.receive_message(
+                    QueueUrl=self._url,
+                    MaxNumberOfMessages=RECEIVE_MAX,
+                    WaitTimeSeconds=RECEIVE_WAIT_SECONDS,
+                    AttributeNames=["All"],
+                    MessageSystemAttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                )
+                failures = 0
+            except Exception as exc:  # the endpoint or credentials: back off and go on
+                self._mapping.metrics.errors.inc()
+                wait = backoff.delay(failures)
+                failures += 1
+                self._log.warning("receive failed", error=repr(exc), retry_in=round(wait, 2))
+                await asyncio.sleep(wait)
+                continue
+            messages = resp.get("Messages", [])
+            if messages:
+                records = [lambda_record(m, self._arn, self._region) for m in messages]
+                self._mapping.metrics.polled.inc(len(records))
+                self._pending.append(records)
+                self._wakeup.set()
+                self._track(len(records))
+
+    # --- batching -------------------------------------------------------------------------
+
+    def _track(self, delta: int) -> None:
+        """Count messages received but not yet acknowledged; brake the receivers at the cap."""
+        self._outstanding += delta
+        if self._outstanding >= self._max_outstanding:
+            self._room.clear()
+        else:
+            self._room.set()
+
+    async def _batch_loop(self) -> None:
+        builder = self._builder
+        while not self._stopping.is_set():
+            if self._pending:
+                await self._add(builder, await self._filtered(self._pending.popleft()))
+                continue
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(builder.until_next()):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                self._dispatch(builder.flush("window"))
+
+    async def _add(self, builder: BatchBuilder, records: list[dict[str, Any]]) -> None:
+        if self._fifo:
+            for group in _by_group(records):
+                for i in range(0, len(group), builder.max_records):
+                    chunk = group[i : i + builder.max_records]
+                    self._dispatch(Batch(chunk, 0, 0, 0, "size"))
+            return
+        kept = [(r, _size(r), 0) for r in records]
+        i = 0
+        while i < len(kept):
+            i = builder.fill(kept, i)
+            if builder.full:
+                self._dispatch(builder.flush("size"))
+            elif i < len(kept):
+                self._dispatch(builder.flush("bytes"))
+        if len(builder) and builder.until_next() == 0:
+            self._dispatch(builder.flush("window"))
+
+    async def _filtered(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Drop and delete the records no filter matches (Lambda deletes them too)."""
+        filters = self._mapping.filters
+        if filters is None:
+            return records
+        match = filters.matcher
+        kept: list[dict[str, Any]] = []
+        dropped: list[dict[str, Any]] = []
+        for r in records:
+            (kept if match({**r, "body": parse_payload(r["body"])}) else dropped).append(r)
+        if dropped:
+            self._mapping.metrics.filtered_out.inc(len(dropped))
+            await self._delete(dropped)
+            self._track(-len(dropped))
+        return kept
+
+    def _dispatch(self, batch: Batch) -> None:
+        self._mapping.metrics.batch_closed(len(batch), batch.reason)
+        task = asyncio.create_task(self._invoke(batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(lambda _: self._track(-len(batch)))
+
+    # --- invoking and acknowledging ---------------------------------------------------------
+
+    async def _invoke(self, batch: Batch) -> None:
+        group = batch.records[0]["attributes"].get("MessageGroupId") if self._fifo else None
+        lock = self._group_locks[group] if group is not None else contextlib.nullcontext()
+        # kept invisible from now, while it waits for a slot too
+        keeper = asyncio.create_task(self._keep_invisible(batch.records))
+        try:
+            async with self._slots, lock:
+                outcome, result = await self._invoker.deliver(batch)
+        finally:
+            keeper.cancel()
+            await asyncio.gather(keeper, return_exceptions=True)
+        if outcome is not Outcome.DELIVERED:
+            return  # nothing deleted: the messages come back after their timeout
+        await self._acknowledge(batch, result)
+
+    async def _acknowledge(self, batch: Batch, result: InvokeResult | None) -> None:
+        """Delete what succeeded: all, or all but the reported batchItemFailures."""
+        ids = [r["messageId"] for r in batch.records]
+        failed: set[str] | None = set()
+        if self._mapping.config.reports_batch_item_failures and result is not None:
+            failed = batch_item_failures(result.payload, ids)
+        if failed is None:
+            self._mapping.metrics.failed_invoke.inc(len(batch))
+            self._log.warning("malformed batchItemFailures: the whole batch failed")
+            return
+        if failed and self._fifo:
+            failed = _fifo_failures(batch.records, failed)
+        if failed:
+            self._mapping.metrics.failed_invoke.inc(len(failed))
+        await self._delete([r for r in batch.records if r["messageId"] not in failed])
+
+    async def _keep_invisible(self, records: list[dict[str, Any]]) -> None:
+        """Extend the visibility of in-flight messages every half timeout."""
+        period = max(1.0, self._visibility / 2)
+        while True:
+            await asyncio.sleep(period)
+            await self._change_visibility(records, self._visibility)
+
+    async def _release(self, records: list[dict[str, Any]]) -> None:
+        """Make received-but-not-invoked messages visible again at once (on stop)."""
+        await self._change_visibility(records, 0)
+
+    async def _change_visibility(self, records: list[dict[str, Any]], seconds: int) -> None:
+        for chunk in _chunks(records, 10):
+            try:
+                await self._sqs.change_message_visibility_batch(
+                    QueueUrl=self._url,
+                    Entries=[
+                        {
+                            "Id": str(i),
+                            "ReceiptHandle": r["receiptHandle"],
+                            "VisibilityTimeout": seconds,
+                        }
+                        for i, r in enumerate(chunk)
+                    ],
+                )
+            except Exception as exc:
+                self._mapping.metrics.errors.inc()
+                self._log.warning("visibility change failed", error=repr(exc))
+
+    async def _delete(self, records: list[dict[str, Any]]) -> None:
+        """DeleteMessageBatch, retrying the entries that fail."""
+        for chunk in _chunks(records, 10):
+            entries = {str(i): r["receiptHandle"] for i, r in enumerate(chunk)}
+            for attempt in range(5):
+                try:
+                    resp = await self._sqs.delete_message_batch(
+                        QueueUrl=self._url,
+                        Entries=[{"Id": k, "ReceiptHandle": v} for k, v in entries.items()],
+                    )
+                except Exception as exc:
+                    self._mapping.metrics.errors.inc()
+                    self._log.warning("delete failed", error=repr(exc), attempt=attempt + 1)
+                    await asyncio.sleep(Backoff(0.2, 5).delay(attempt))
+                    continue
+                done = [s["Id"] for s in resp.get("Successful", [])]
+                self._mapping.metrics.deleted.inc(len(done))
+                for ident in done:
+                    entries.pop(ident, None)
+                if not entries:
+                    break
+                await asyncio.sleep(Backoff(0.2, 5).delay(attempt))
+            if entries:
+                self._log.error(
+                    "messages not deleted; they will be delivered again", count=len(entries)
+                )
+
+    def _make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"Records": records}
+
+
+def _by_group(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault(r["attributes"].get("MessageGroupId", ""), []).append(r)
+    return list(groups.values())
+
+
+def _fifo_failures(records: list[dict[str, Any]], failed: set[str]) -> set[str]:
+    """In a FIFO group, everything after a failed message fails too (order is kept)."""
+    out, broken = set(failed), set()
+    for r in records:
+        group = r["attributes"].get("MessageGroupId", "")
+        if group in broken:
+            out.add(r["messageId"])
+        elif r["messageId"] in failed:
+            broken.add(group)
+    return out
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
