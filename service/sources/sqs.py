@@ -29,6 +29,7 @@ from service.batching import Batch, BatchBuilder
 from service.config import MappingConfig
 from service.filters import parse_payload
 from service.invoke import Backoff, Invoker, Outcome, batch_item_failures
+from service.scaling import PollerPool, PoolBounds
 from service.targets import InvokeResult
 
 if TYPE_CHECKING:
@@ -38,6 +39,16 @@ RECEIVE_WAIT_SECONDS = 20
 RECEIVE_MAX = 10
 #: bytes of a record's JSON besides body and attributes (field names, ids, handles, ARN)
 _RECORD_OVERHEAD = 600
+
+
+def pool_bounds(cfg: MappingConfig, concurrency: int | None) -> PoolBounds:
+    """Provisioned: the configured bounds. On demand: Lambda starts with 5 pollers; we grow
+    to 100 (or MaximumConcurrency, which caps the invocations anyway)."""
+    if cfg.ProvisionedPollerConfig is not None:
+        pp = cfg.ProvisionedPollerConfig
+        return PoolBounds(pp.MinimumPollers, pp.MaximumPollers)
+    ceiling = min(100, concurrency or 100)
+    return PoolBounds(min(5, ceiling), ceiling)
 
 
 def queue_parts(arn: str) -> tuple[str, str, str]:
@@ -93,10 +104,12 @@ class SqsPoller:
         self._arn = cfg.EventSourceArn or ""
         self._region, self._account, self._queue = queue_parts(self._arn)
         self._fifo = self._queue.endswith(".fifo")
-        self._receivers = (
-            cfg.ProvisionedPollerConfig.MinimumPollers if (cfg.ProvisionedPollerConfig) else 5
-        )
         concurrency = cfg.ScalingConfig.MaximumConcurrency if cfg.ScalingConfig else None
+        self._bounds = pool_bounds(cfg, concurrency)
+        # what the scaler reads and resets each period
+        self._receives: int = 0
+        self._full_receives: int = 0
+        self._failed_batches: int = 0
         self._slots = asyncio.Semaphore(concurrency or 1000)
         self._stopping = asyncio.Event()
         # received records waiting to be batched, and the receivers' brake: they pause while
@@ -111,6 +124,7 @@ class SqsPoller:
         self._inflight: set[asyncio.Task[None]] = set()
         self._group_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._sqs: Any = None
+        self._pool: PollerPool | None = None
         self._url = ""
         self._visibility = 30
         self._log = structlog.get_logger("esmd.sqs").bind(mapping=cfg.Name)
@@ -136,18 +150,22 @@ class SqsPoller:
                 QueueUrl=self._url, AttributeNames=["VisibilityTimeout"]
             )
             self._visibility = int(attrs["Attributes"].get("VisibilityTimeout", 30))
-            self._mapping.metrics.pollers("current").set(self._receivers)
-            self._log.info("polling", queue=self._url, pollers=self._receivers, fifo=self._fifo)
-            receivers = [
-                asyncio.create_task(self._receive_loop(), name=f"sqs receiver {i}")
-                for i in range(self._receivers)
-            ]
+            pool = self._pool = PollerPool(
+                self._receive_loop, self._bounds, self._mapping.metrics, "sqs receiver"
+            )
+            pool.start()
+            self._log.info(
+                "polling",
+                queue=self._url,
+                fifo=self._fifo,
+                pollers=f"{self._bounds.minimum}..{self._bounds.maximum}",
+            )
+            scaler = asyncio.create_task(self._scale_loop(pool), name="sqs scaler")
             try:
                 await self._batch_loop()
             finally:
-                for task in receivers:
-                    task.cancel()
-                await asyncio.gather(*receivers, return_exceptions=True)
+                scaler.cancel()
+                await pool.close()
                 await self._drain()
 
     def stop(self) -> None:
@@ -155,7 +173,8 @@ class SqsPoller:
         self._wakeup.set()
 
     def status(self) -> dict[str, Any]:
-        return {"queue": self._url, "pollers": self._receivers, "in_flight": len(self._inflight)}
+        pollers = self._pool.size if self._pool else 0
+        return {"queue": self._url, "pollers": pollers, "in_flight": len(self._inflight)}
 
     async def _drain(self) -> None:
         """Let in-flight invocations finish; give back what was received but not invoked."""
@@ -171,10 +190,10 @@ class SqsPoller:
 
     # --- receiving ------------------------------------------------------------------------
 
-    async def _receive_loop(self) -> None:
+    async def _receive_loop(self, retire: asyncio.Event) -> None:
         backoff = Backoff(0.5, 20.0)
         failures = 0
-        while not self._stopping.is_set():
+        while not self._stopping.is_set() and not retire.is_set():
             await self._room.wait()
             try:
                 resp = await self._sqs.receive_message(
@@ -194,6 +213,8 @@ class SqsPoller:
                 await asyncio.sleep(wait)
                 continue
             messages = resp.get("Messages", [])
+            self._receives += 1
+            self._full_receives += len(messages) == RECEIVE_MAX
             if messages:
                 records = [lambda_record(m, self._arn, self._region) for m in messages]
                 self._mapping.metrics.polled.inc(len(records))
@@ -202,6 +223,21 @@ class SqsPoller:
                 self._track(len(records))
 
     # --- batching -------------------------------------------------------------------------
+
+    async def _scale_loop(self, pool: PollerPool, period: float = 2.0) -> None:
+        """Lambda's on-demand rule, in small steps: grow while receives come back full and
+        invocations succeed; shrink while receives come back short or empty."""
+        while True:
+            await asyncio.sleep(period)
+            receives, full, failed = self._receives, self._full_receives, self._failed_batches
+            self._receives = self._full_receives = self._failed_batches = 0
+            size = pool.size
+            if receives and full / receives >= 0.9 and not failed:
+                pool.resize(size + max(1, size // 2), f"backlog: {full}/{receives} full")
+            elif failed:
+                pool.resize(size - 1, f"{failed} failed invocations")
+            elif receives and full / receives < 0.5:
+                pool.resize(size - 1, f"little backlog: {full}/{receives} full")
 
     def _track(self, delta: int) -> None:
         """Count messages received but not yet acknowledged; brake the receivers at the cap."""
@@ -279,6 +315,7 @@ class SqsPoller:
             keeper.cancel()
             await asyncio.gather(keeper, return_exceptions=True)
         if outcome is not Outcome.DELIVERED:
+            self._failed_batches += 1
             return  # nothing deleted: the messages come back after their timeout
         await self._acknowledge(batch, result)
 

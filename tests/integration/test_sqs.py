@@ -85,8 +85,19 @@ async def test_filter_delivers_matching_deletes_the_rest(
         arn,
         FilterCriteria={"Filters": [{"Pattern": '{"body": {"status": ["keep"]}}'}]},
     )
+    pollers: list[float] = []
     async with running_daemon(cfg) as daemon:
-        await wait_for(lambda: len(sqs_handlers.seen[fn]) >= 2500, 120, "2,500 kept messages")
+
+        def kept_all() -> bool:
+            pollers.append(
+                daemon.metrics.registry.get_sample_value(
+                    "esm_pollers", {"mapping": fn, "source": "sqs", "kind": "current"}
+                )
+                or 0
+            )
+            return len(sqs_handlers.seen[fn]) >= 2500
+
+        await wait_for(kept_all, 120, "2,500 kept messages")
         await wait_for(lambda: queue_empty(sqs, url), 30, "the queue to empty")
         await wait_for(
             lambda: metric(daemon, "esm_deleted_events_total", fn) == 5000,
@@ -99,6 +110,8 @@ async def test_filter_delivers_matching_deletes_the_rest(
         }
     assert sorted(b["seq"] for b in sqs_handlers.seen[fn]) == list(range(1, 5000, 2))
     assert counts == {"polled": 5000, "filtered_out": 2500, "invoked": 2500, "deleted": 5000}
+    # on demand: 5 pollers to start, more while every receive comes back full
+    assert min(p for p in pollers if p) == 5 and max(pollers) > 5
     SqsModel.model_validate(copy.deepcopy(sqs_handlers.events[fn][0]))
 
 
