@@ -68,7 +68,12 @@ class Mapping:
         if not self.config.Enabled:
             return
         function = self.esmd.function_for(self.config)
-        self.target = make_target(self.config.FunctionName, function, region=self.esmd.aws.region)
+        self.target = make_target(
+            self.config.FunctionName,
+            function,
+            region=self.esmd.aws.region,
+            endpoint_url=self.esmd.aws.endpoint_for("lambda"),
+        )
         backoff = Backoff(1.0, 30.0)
         failures = 0
         try:

@@ -44,6 +44,7 @@ class Target(Protocol):
 TARGETS = {
     "python": "service.targets.python:PythonTarget",
     "http": "service.targets.http:HttpTarget",
+    "lambda": "service.targets.lambda_:LambdaTarget",
 }
 
 

@@ -63,7 +63,9 @@ def error_body(exc: BaseException, request_id: str) -> dict[str, Any]:
 
 
 class PythonTarget:
-    def __init__(self, name: str, config: FunctionConfig, *, region: str = "us-east-1") -> None:
+    def __init__(
+        self, name: str, config: FunctionConfig, *, region: str = "us-east-1", **_: Any
+    ) -> None:
         assert config.python is not None
         self.name = name
         self._handler = load_handler(config.python)

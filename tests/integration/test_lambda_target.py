@@ -1,0 +1,125 @@
+"""The lambda target through the Invoke API, against a real Lambda runtime: the AWS Lambda
+Runtime Interface Emulator (built with go install) running awslambdaric."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from service.devservers import CACHE
+from tests.integration.kafka_helpers import (
+    create_topic,
+    kafka_mapping,
+    offsets,
+    produce_json,
+    running_daemon,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+RIE_MODULE = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"
+RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def rie_binary() -> Path:
+    exe = CACHE / "bin" / f"aws-lambda-rie-{RIE_VERSION}"
+    if not exe.exists():
+        build = CACHE / "bin" / f"rie-{RIE_VERSION}"
+        subprocess.run(
+            ["go", "install", f"{RIE_MODULE}@{RIE_VERSION}"],
+            check=True,
+            env={**os.environ, "GOBIN": str(build)},
+            timeout=600,
+        )
+        (build / "aws-lambda-rie").rename(exe)
+    return exe
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def rie(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    port, out = free_port(), tmp_path / "invocations.jsonl"
+    proc = subprocess.Popen(
+        [
+            str(rie_binary()),
+            "--runtime-interface-emulator-address",
+            f"127.0.0.1:{port}",
+            sys.executable,
+            "-m",
+            "awslambdaric",
+            "tests.integration.lambda_fn.handle",
+        ],
+        cwd=ROOT,
+        env={
+            **os.environ,
+            "ESMD_TEST_OUT": str(out),
+            "AWS_LAMBDA_FUNCTION_NAME": "thumbs",
+            "PYTHONPATH": str(ROOT),
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}", out
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+async def test_kafka_to_a_real_lambda_runtime(
+    kafka_bootstrap: str, unique: str, rie: tuple[str, Path]
+) -> None:
+    endpoint, out = rie
+    topic, group = f"rie-{unique}", f"g-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    await produce_json(kafka_bootstrap, topic, [(0, {"seq": i}) for i in range(50)])
+    config = {
+        # the emulator serves one function, under the name "function"
+        "functions": {"thumbs": {"lambda": "function", "endpoint_url": endpoint}},
+        "mappings": [
+            kafka_mapping(
+                "rie",
+                kafka_bootstrap,
+                topic,
+                group,
+                FunctionName="thumbs",
+                BatchSize=20,
+                MaximumBatchingWindowInSeconds=0,
+            )
+        ],
+    }
+
+    def invoked() -> list[int]:
+        if not out.exists():
+            return []
+        return [o for line in out.read_text().splitlines() for o in json.loads(line)["offsets"]]
+
+    async with running_daemon(config):
+        await wait_for(lambda: len(invoked()) >= 50, 60, "50 records through the runtime")
+
+        async def committed() -> bool:
+            done, ends = await offsets(kafka_bootstrap, topic, group, 1)
+            return done == ends
+
+        await wait_for(committed, 30, "offsets committed")
+    assert invoked() == list(range(50))
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["function"] for line in lines} == {"thumbs"}
