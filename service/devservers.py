@@ -289,6 +289,11 @@ def _log_tail(server: Server, lines: int = 20) -> str:
     return text
 
 
+#: servers this process started: they outlive it on purpose, and a Popen object dropped while
+#: its child runs would warn (an error under pytest's warning filters)
+_STARTED: list[subprocess.Popen[bytes]] = []
+
+
 def ensure(name: str) -> str:
     """Return the server's address, starting it first when it does not answer."""
     server = SERVERS[name]
@@ -309,6 +314,7 @@ def ensure(name: str) -> str:
                 start_new_session=True,
             )
         (state / "pid").write_text(str(proc.pid))
+        _STARTED.append(proc)
     deadline = time.monotonic() + server.timeout
     while time.monotonic() < deadline:
         if server.ready():

@@ -14,6 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
+from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from service.batching import Batch, BatchBuilder
@@ -144,10 +145,15 @@ class Mapping:
             last=batch.last_position,
         )
 
-    def aws_client(self, service: str) -> AbstractAsyncContextManager[Any]:
+    def aws_client(self, service: str, connections: int = 10) -> AbstractAsyncContextManager[Any]:
+        """An aiobotocore client for this mapping. `connections` sizes its HTTP pool: a source
+        whose long polls hold connections must leave room for its deletes and checkpoints."""
         aws = self.esmd.aws
         return get_session().create_client(  # type: ignore[no-any-return]
-            service, region_name=aws.region, endpoint_url=aws.endpoint_for(service)
+            service,
+            region_name=aws.region,
+            endpoint_url=aws.endpoint_for(service),
+            config=AioConfig(max_pool_connections=connections),
         )
 
     def status(self) -> dict[str, Any]:

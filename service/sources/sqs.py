@@ -9,8 +9,10 @@ invoked concurrently, up to ScalingConfig.MaximumConcurrency. Acknowledging is d
   their group, to keep the group's order);
 - filtered-out messages are deleted, as Lambda does.
 
-While an invocation runs, its messages' visibility is extended every half timeout, so no
-second copy is delivered while the first is being processed. FIFO queues are batched per
+Every message esmd holds, from the moment it is received until it is deleted or given up
+(waiting to be batched, waiting for a concurrency slot or a FIFO group, being invoked), has its
+visibility extended before half of it has run out, so no second copy is delivered while the
+first is still ours. FIFO queues are batched per
 MessageGroupId, and a group has at most one batch in flight.
 """
 
@@ -20,6 +22,8 @@ import asyncio
 import base64
 import collections
 import contextlib
+import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -37,6 +41,8 @@ if TYPE_CHECKING:
 
 RECEIVE_WAIT_SECONDS = 20
 RECEIVE_MAX = 10
+#: HTTP connections kept for DeleteMessageBatch and ChangeMessageVisibilityBatch
+ACK_CONNECTIONS = 32
 #: bytes of a record's JSON besides body and attributes (field names, ids, handles, ARN)
 _RECORD_OVERHEAD = 600
 
@@ -122,6 +128,9 @@ class SqsPoller:
         self._max_outstanding = max(100, 2 * (concurrency or 100) * cfg.batch_size)
         self._builder = BatchBuilder(cfg.batch_size, cfg.batching_window_seconds, 64)
         self._inflight: set[asyncio.Task[None]] = set()
+        # every message received and not yet acknowledged: receipt handle -> (record, the
+        # monotonic time its visibility runs out); the visibility keeper reads it
+        self._held: dict[str, tuple[dict[str, Any], float]] = {}
         self._group_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._sqs: Any = None
         self._pool: PollerPool | None = None
@@ -140,7 +149,10 @@ class SqsPoller:
     # --- lifecycle ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        async with self._mapping.aws_client("sqs") as sqs:
+        # every receiver may hold a connection for a whole long poll; deletes and visibility
+        # changes get connections of their own, or they would wait behind the polls
+        connections = self._bounds.maximum + ACK_CONNECTIONS
+        async with self._mapping.aws_client("sqs", connections) as sqs:
             self._sqs = sqs
             resp = await sqs.get_queue_url(
                 QueueName=self._queue, QueueOwnerAWSAccountId=self._account
@@ -160,13 +172,18 @@ class SqsPoller:
                 fifo=self._fifo,
                 pollers=f"{self._bounds.minimum}..{self._bounds.maximum}",
             )
-            scaler = asyncio.create_task(self._scale_loop(pool), name="sqs scaler")
+            helpers = [
+                asyncio.create_task(self._scale_loop(pool), name="sqs scaler"),
+                asyncio.create_task(self._visibility_loop(), name="sqs visibility keeper"),
+            ]
             try:
                 await self._batch_loop()
             finally:
-                scaler.cancel()
                 await pool.close()
                 await self._drain()
+                for task in helpers:
+                    task.cancel()
+                await asyncio.gather(*helpers, return_exceptions=True)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -186,7 +203,8 @@ class SqsPoller:
         leftovers = [r for chunk in self._pending for r in chunk]
         leftovers += self._builder.flush("stop").records
         if leftovers:
-            await self._release(leftovers)
+            await self._change_visibility(leftovers, 0)
+            self._forget(leftovers)
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -217,6 +235,7 @@ class SqsPoller:
             self._full_receives += len(messages) == RECEIVE_MAX
             if messages:
                 records = [lambda_record(m, self._arn, self._region) for m in messages]
+                self._hold(records)
                 self._mapping.metrics.polled.inc(len(records))
                 self._pending.append(records)
                 self._wakeup.set()
@@ -290,34 +309,36 @@ class SqsPoller:
             (kept if match({**r, "body": parse_payload(r["body"])}) else dropped).append(r)
         if dropped:
             self._mapping.metrics.filtered_out.inc(len(dropped))
-            await self._delete(dropped)
-            self._track(-len(dropped))
+            # deleted beside the batch loop, which must not wait on SQS round trips
+            self._spawn(self._delete(dropped), len(dropped))
         return kept
 
     def _dispatch(self, batch: Batch) -> None:
         self._mapping.metrics.batch_closed(len(batch), batch.reason)
-        task = asyncio.create_task(self._invoke(batch))
+        self._spawn(self._invoke(batch), len(batch))
+
+    def _spawn(self, work: Coroutine[Any, Any, None], messages: int) -> None:
+        """Run an invocation or a delete as a task that shutdown waits for; its messages stop
+        counting against the receivers' brake when it ends."""
+        task = asyncio.create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(lambda _: self._track(-len(batch)))
+        task.add_done_callback(lambda _: self._track(-messages))
 
     # --- invoking and acknowledging ---------------------------------------------------------
 
     async def _invoke(self, batch: Batch) -> None:
         group = batch.records[0]["attributes"].get("MessageGroupId") if self._fifo else None
         lock = self._group_locks[group] if group is not None else contextlib.nullcontext()
-        # kept invisible from now, while it waits for a slot too
-        keeper = asyncio.create_task(self._keep_invisible(batch.records))
         try:
             async with self._slots, lock:
                 outcome, result = await self._invoker.deliver(batch)
+            if outcome is not Outcome.DELIVERED:
+                self._failed_batches += 1
+                return  # nothing deleted: the messages come back after their timeout
+            await self._acknowledge(batch, result)
         finally:
-            keeper.cancel()
-            await asyncio.gather(keeper, return_exceptions=True)
-        if outcome is not Outcome.DELIVERED:
-            self._failed_batches += 1
-            return  # nothing deleted: the messages come back after their timeout
-        await self._acknowledge(batch, result)
+            self._forget(batch.records)
 
     async def _acknowledge(self, batch: Batch, result: InvokeResult | None) -> None:
         """Delete what succeeded: all, or all but the reported batchItemFailures."""
@@ -335,21 +356,42 @@ class SqsPoller:
             self._mapping.metrics.failed_invoke.inc(len(failed))
         await self._delete([r for r in batch.records if r["messageId"] not in failed])
 
-    async def _keep_invisible(self, records: list[dict[str, Any]]) -> None:
-        """Extend the visibility of in-flight messages every half timeout."""
-        period = max(1.0, self._visibility / 2)
+    # --- visibility -------------------------------------------------------------------------
+
+    def _hold(self, records: list[dict[str, Any]]) -> None:
+        until = time.monotonic() + self._visibility
+        for r in records:
+            self._held[r["receiptHandle"]] = (r, until)
+
+    def _forget(self, records: list[dict[str, Any]]) -> None:
+        for r in records:
+            self._held.pop(r["receiptHandle"], None)
+
+    async def _visibility_loop(self) -> None:
+        """Extend every held message whose visibility is half gone, whatever it waits for."""
+        if self._visibility < 2:
+            return  # nothing to keep: the queue hands messages out again at once
+        half = self._visibility / 2
         while True:
-            await asyncio.sleep(period)
-            await self._change_visibility(records, self._visibility)
+            await asyncio.sleep(max(0.5, self._visibility / 6))
+            now = time.monotonic()
+            due = [r for r, until in self._held.values() if until - now < half]
+            if not due:
+                continue
+            extended = await self._change_visibility(due, self._visibility)
+            until = now + self._visibility
+            for r in extended:
+                if r["receiptHandle"] in self._held:
+                    self._held[r["receiptHandle"]] = (r, until)
 
-    async def _release(self, records: list[dict[str, Any]]) -> None:
-        """Make received-but-not-invoked messages visible again at once (on stop)."""
-        await self._change_visibility(records, 0)
-
-    async def _change_visibility(self, records: list[dict[str, Any]], seconds: int) -> None:
+    async def _change_visibility(
+        self, records: list[dict[str, Any]], seconds: int
+    ) -> list[dict[str, Any]]:
+        """ChangeMessageVisibilityBatch; returns the records it was applied to."""
+        changed: list[dict[str, Any]] = []
         for chunk in _chunks(records, 10):
             try:
-                await self._sqs.change_message_visibility_batch(
+                resp = await self._sqs.change_message_visibility_batch(
                     QueueUrl=self._url,
                     Entries=[
                         {
@@ -363,11 +405,22 @@ class SqsPoller:
             except Exception as exc:
                 self._mapping.metrics.errors.inc()
                 self._log.warning("visibility change failed", error=repr(exc))
+                continue
+            changed += [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
+        return changed
 
     async def _delete(self, records: list[dict[str, Any]]) -> None:
-        """DeleteMessageBatch, retrying the entries that fail."""
+        """DeleteMessageBatch, retrying the entries that fail; the records are no longer held
+        afterwards, deleted or not (those not deleted come back after their timeout)."""
+        try:
+            await self._delete_chunks(records)
+        finally:
+            self._forget(records)
+
+    async def _delete_chunks(self, records: list[dict[str, Any]]) -> None:
         for chunk in _chunks(records, 10):
             entries = {str(i): r["receiptHandle"] for i, r in enumerate(chunk)}
+            last_error, deleted = "", 0
             for attempt in range(5):
                 try:
                     resp = await self._sqs.delete_message_batch(
@@ -380,15 +433,24 @@ class SqsPoller:
                     await asyncio.sleep(Backoff(0.2, 5).delay(attempt))
                     continue
                 done = [s["Id"] for s in resp.get("Successful", [])]
+                deleted += len(done)
                 self._mapping.metrics.deleted.inc(len(done))
                 for ident in done:
                     entries.pop(ident, None)
                 if not entries:
                     break
+                for entry in resp.get("Failed", []):
+                    last_error = f"{entry.get('Code')}: {entry.get('Message')}"
+                    if entry.get("SenderFault"):  # a stale receipt handle: retrying cannot help
+                        entries.pop(entry["Id"], None)
+                if not entries:
+                    break
                 await asyncio.sleep(Backoff(0.2, 5).delay(attempt))
-            if entries:
+            if not_deleted := len(chunk) - deleted:
                 self._log.error(
-                    "messages not deleted; they will be delivered again", count=len(entries)
+                    "messages not deleted; they will be delivered again",
+                    count=not_deleted,
+                    error=last_error,
                 )
 
     def _make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
