@@ -68,15 +68,7 @@ class Daemon:
             self._log.info("stopping: draining in-flight batches")
             for m in self.mappings:
                 m.stop()
-            grace = self.config.server.shutdown_grace_seconds + 10
-            force = asyncio.create_task(self._force.wait())
-            await asyncio.wait([*tasks, force], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-            pending = [t for t in tasks if not t.done()]
-            if pending and not force.done():
-                await asyncio.wait(
-                    [*pending, force], timeout=grace, return_when=asyncio.FIRST_COMPLETED
-                )
-            force.cancel()
+            await self._wait_for_mappings(tasks)
             for t in tasks:
                 if not t.done():
                     t.cancel("forced stop")
@@ -85,6 +77,16 @@ class Daemon:
             if self._runner is not None:
                 await self._runner.cleanup()
             self._log.info("stopped")
+
+    async def _wait_for_mappings(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Until every mapping has drained, the grace period is over, or a second signal."""
+        if not tasks:
+            return
+        grace = self.config.server.shutdown_grace_seconds + 10
+        everything: asyncio.Future[Any] = asyncio.gather(*tasks, return_exceptions=True)
+        force: asyncio.Future[Any] = asyncio.ensure_future(self._force.wait())
+        await asyncio.wait([everything, force], timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
 
     def request_stop(self) -> None:
         if self._stop.is_set():
