@@ -1,24 +1,20 @@
-"""Event filtering: AWS's FilterCriteria, compiled once, decided per record.
+"""Event filtering: a mapping's FilterCriteria, compiled once, deciding each record.
 
     criteria = FilterCriteria.parse({"Filters": [{"Pattern": '{"value": {"a": [1]}}'}]})
-    criteria.matches(record)   # True when any filter matches
+    criteria.matches(view)   # True when any filter matches; no filters match everything
 
-The record is the *filter view* of its source (see ``views``).
+Patterns follow AWS's grammar and event-ruler's semantics (docs/filters.md lists where
+esmd follows Lambda's documentation instead). The record is the *filter view* of its
+source (:mod:`service.filters.views`), built once per record and shared by all filters.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
-import orjson
-
-from service.filters.compiler import (
-    MISSING,
-    InvalidPatternError,
-    Predicate,
-    RawPayload,
-    compile_object,
-)
+from service.filters.core import MISSING, InvalidPatternError, Predicate, RawPayload
+from service.filters.fast import fast_matcher
+from service.filters.grammar import MAX_PATTERN_CHARS, SubRule, compile_pattern
 from service.filters.views import (
     dynamodb_filter_view,
     kafka_filter_view,
@@ -27,81 +23,78 @@ from service.filters.views import (
     sqs_filter_view,
 )
 
-MAX_FILTERS = 5
-MAX_PATTERN_CHARS = 4096
+#: Lambda's default quota of filters per event source mapping (10 with an increase).
+MAX_FILTERS: Final = 5
 
 
 class FilterCriteria:
     """The compiled filters of one mapping."""
 
-    __slots__ = ("_matchers", "keys", "matcher", "patterns")
+    __slots__ = ("keys", "matcher", "rules")
 
-    def __init__(self, patterns: list[dict[str, Any]], matchers: list[Predicate]) -> None:
-        self.patterns = patterns
-        self._matchers = matchers
+    def __init__(self, rules: list[list[SubRule]]) -> None:
+        #: per filter, its sub-rules (``$or`` expanded), as event-ruler reads them
+        self.rules = rules
         #: the top-level record keys the patterns read: a source may build only those
-        self.keys = frozenset(_top_keys(patterns))
+        self.keys = frozenset(f.path[0] for filt in rules for rule in filt for f in rule)
         #: ``matches`` as one plain function, for hot loops
-        self.matcher: Predicate = matchers[0] if len(matchers) == 1 else self.matches
+        self.matcher: Predicate = _any_of([fast_matcher(r) for filt in rules for r in filt])
 
     @classmethod
     def parse(
         cls, criteria: dict[str, Any] | None, *, max_filters: int = MAX_FILTERS
     ) -> FilterCriteria:
-        """Compile CloudFormation's FilterCriteria: ``{"Filters": [{"Pattern": "<json>"}]}``."""
+        """Compile CloudFormation's ``FilterCriteria``: ``{"Filters": [{"Pattern": "..."}]}``.
+
+        Raises InvalidPatternError, naming the filter (when there are several), the place
+        in the pattern and what is wrong, for anything Lambda would refuse.
+        """
         filters = (criteria or {}).get("Filters") or []
         if not isinstance(filters, list):
-            raise InvalidPatternError("Filters must be an array")
+            raise InvalidPatternError("Filters must be an array of {Pattern: ...} objects")
         if len(filters) > max_filters:
             raise InvalidPatternError(f"at most {max_filters} filters, got {len(filters)}")
-        patterns, matchers = [], []
+        rules = []
         for i, flt in enumerate(filters):
+            where = f"Filters[{i}]: " if len(filters) > 1 else ""
             text = flt.get("Pattern") if isinstance(flt, dict) else None
             if not isinstance(text, str):
-                raise InvalidPatternError(f"Filters[{i}]: needs a Pattern string")
-            pattern = parse_pattern(text)
-            patterns.append(pattern)
-            matchers.append(compile_object(pattern))
-        return cls(patterns, matchers)
+                raise InvalidPatternError(f"{where}a filter needs a Pattern string")
+            try:
+                rules.append(compile_pattern(text))
+            except InvalidPatternError as exc:
+                raise InvalidPatternError(f"{where}{exc}") from None
+        return cls(rules)
 
     def matches(self, record: dict[str, Any]) -> bool:
-        if not self._matchers:
+        """True when any filter matches the record's filter view."""
+        return self.matcher(record)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+
+def _any_of(matchers: list[Predicate]) -> Predicate:
+    if not matchers:
+        return lambda record: True
+    if len(matchers) == 1:
+        return matchers[0]
+    first, *rest = matchers
+
+    def any_matches(record: dict[str, Any]) -> bool:
+        if first(record):
             return True
-        for match in self._matchers:
+        for match in rest:
             if match(record):
                 return True
         return False
 
-    def __len__(self) -> int:
-        return len(self._matchers)
-
-
-def _top_keys(patterns: list[dict[str, Any]]) -> set[str]:
-    keys: set[str] = set()
-    for pattern in patterns:
-        for key, sub in pattern.items():
-            if key == "$or" and isinstance(sub, list):
-                keys |= _top_keys([p for p in sub if isinstance(p, dict)])
-            else:
-                keys.add(key)
-    return keys
-
-
-def parse_pattern(text: str) -> dict[str, Any]:
-    if len(text) > MAX_PATTERN_CHARS:
-        raise InvalidPatternError(
-            f"a pattern is at most {MAX_PATTERN_CHARS} characters, got {len(text)}"
-        )
-    try:
-        pattern = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidPatternError(f"the pattern is not valid JSON: {exc}") from None
-    if not isinstance(pattern, dict):
-        raise InvalidPatternError("a pattern must be a JSON object")
-    return pattern
+    return any_matches
 
 
 __all__ = [
+    "MAX_FILTERS",
+    "MAX_PATTERN_CHARS",
     "MISSING",
     "FilterCriteria",
     "InvalidPatternError",

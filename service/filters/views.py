@@ -1,49 +1,61 @@
 """Filter views: each source's record in the shape AWS's patterns are written against.
 
-The payload (Kafka value, SQS body, Kinesis data) is decoded once per record and shared by
-every filter of the mapping. A payload that is not JSON becomes a :class:`RawPayload`, which
-string patterns can match and object patterns never do.
+A poller builds the view once per record, so the payload (SQS body, Kinesis data, Kafka
+value) is decoded once and shared by every filter of the mapping. A payload that is not
+JSON becomes a :class:`RawPayload`: string patterns on the payload key match it, object
+patterns never do (Lambda drops such a record), as ESM documents.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
+import json
 from typing import Any
 
 import orjson
 
-from service.filters.compiler import RawPayload
+from service.filters.core import RawPayload
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def parse_payload(raw: bytes | str | None) -> Any:
-    """JSON when the payload is JSON, else its text (UTF-8) as a RawPayload."""
+    """The payload parsed when it is JSON, else its text (UTF-8) as a RawPayload.
+
+    orjson decides nearly every payload; the few JSON texts it refuses (a number beyond
+    a double, such as ``1e400``) get a second reading by the standard library.
+    """
     if raw is None:
         return None
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        pass
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except ValueError:
         return RawPayload(text)
 
 
-def _b64_payload(data: str | None) -> Any:
+def _base64_payload(data: str | None) -> Any:
+    """Kinesis data: decoded and parsed when JSON, else left as the base64 string."""
     if data is None:
         return None
     try:
-        raw = base64.b64decode(data, validate=True)
+        raw = binascii.a2b_base64(data, strict_mode=True)
     except (binascii.Error, ValueError):
         return RawPayload(data)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return RawPayload(data)  # AWS leaves non-JSON data as the base64 string
+    parsed = parse_payload(raw)
+    return RawPayload(data) if isinstance(parsed, RawPayload) else parsed
 
 
 def kafka_filter_view(record: dict[str, Any]) -> dict[str, Any]:
-    """A Lambda Kafka record with ``value`` base64-decoded, parsed when JSON, else text."""
+    """A Lambda Kafka record with ``value`` base64-decoded: parsed when JSON, else text."""
     value = record.get("value")
-    raw = base64.b64decode(value) if value is not None else None
+    raw = binascii.a2b_base64(value) if value is not None else None
     return {**record, "value": parse_payload(raw)}
 
 
@@ -53,11 +65,13 @@ def sqs_filter_view(record: dict[str, Any]) -> dict[str, Any]:
 
 
 def kinesis_filter_view(record: dict[str, Any]) -> dict[str, Any]:
-    """The fields of the ``kinesis`` object at the top level, ``data`` decoded when JSON."""
+    """The fields of the record's ``kinesis`` object at the top level (``partitionKey``,
+    ``sequenceNumber``, ``data``, ...), ``data`` decoded and parsed when JSON."""
     kinesis = record.get("kinesis", record)
-    return {**kinesis, "data": _b64_payload(kinesis.get("data"))}
+    return {**kinesis, "data": _base64_payload(kinesis.get("data"))}
 
 
 def dynamodb_filter_view(record: dict[str, Any]) -> dict[str, Any]:
-    """The Lambda DynamoDB Streams record unchanged: attribute values stay DynamoDB JSON."""
+    """The Lambda DynamoDB Streams record unchanged: ``dynamodb`` keeps its typed
+    attribute values (``{"N": "5"}``), as AWS matches them."""
     return record

@@ -1,0 +1,130 @@
+import java.io.BufferedReader;
+import java.io.InputStreamReader;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+
+import software.amazon.event.ruler.JsonRuleCompiler;
+import software.amazon.event.ruler.Machine;
+import software.amazon.event.ruler.Patterns;
+
+/**
+ * AWS's event-ruler behind a JSON-lines pipe, for esmd's differential filter test and benchmark.
+ *
+ * One JVM serves a whole run. Each input line is one request, each output line its answer:
+ *
+ *   {"pattern": "<json>", "events": ["<json>", ...]}
+ *       -> {"matches": [true, false, ...]}, or {"error": "<why the pattern is refused>"};
+ *          an event event-ruler cannot read answers null in its place.
+ *   {"bench": {"pattern": "<json>", "events": ["<json>", ...], "seconds": 2.0}}
+ *       -> {"decoded": <events/s on parsed events>, "raw": <events/s from JSON text>, "hits": n}
+ *
+ * Patterns are compiled with JsonRuleCompiler (the $or-aware compiler; Machine.addRule would
+ * retry a refused pattern with the legacy RuleCompiler) and each sub-rule ($or branch) is added
+ * as a rule of its own, so an event matches when any branch does, as Lambda documents $or.
+ * Added under one name, a branch sharing its keys and a value with an earlier branch is taken
+ * for a duplicate and dropped (GenericMachine.addStep); see docs/filters.md.
+ */
+public final class RulerHarness {
+    private static final ObjectMapper MAPPER = new ObjectMapper();
+
+    public static void main(String[] args) throws Exception {
+        BufferedReader in = new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+        PrintStream out = new PrintStream(System.out, false, "UTF-8");
+        String line;
+        while ((line = in.readLine()) != null) {
+            JsonNode request = MAPPER.readTree(line);
+            JsonNode answer = request.has("bench") ? bench(request.get("bench")) : decide(request);
+            out.println(MAPPER.writeValueAsString(answer));
+            out.flush();
+        }
+    }
+
+    private static Machine compile(String pattern) throws Exception {
+        Machine machine = Machine.builder().build();
+        int branch = 0;
+        for (Map<String, List<Patterns>> subRule : JsonRuleCompiler.compile(pattern)) {
+            machine.addPatternRule("r" + branch++, subRule);
+        }
+        return machine;
+    }
+
+    private static JsonNode decide(JsonNode request) {
+        ObjectNode answer = MAPPER.createObjectNode();
+        Machine machine;
+        try {
+            machine = compile(request.get("pattern").asText());
+        } catch (Exception e) {
+            answer.put("error", String.valueOf(e.getMessage()).replace('\n', ' '));
+            return answer;
+        }
+        ArrayNode matches = answer.putArray("matches");
+        for (JsonNode event : request.get("events")) {
+            try {
+                matches.add(!machine.rulesForJSONEvent(event.asText()).isEmpty());
+            } catch (Exception e) {
+                matches.addNull();
+            }
+        }
+        return answer;
+    }
+
+    private static JsonNode bench(JsonNode request) throws Exception {
+        Machine machine = compile(request.get("pattern").asText());
+        List<String> texts = new ArrayList<>();
+        List<JsonNode> trees = new ArrayList<>();
+        for (JsonNode event : request.get("events")) {
+            texts.add(event.asText());
+            trees.add(MAPPER.readTree(event.asText()));
+        }
+        double seconds = request.path("seconds").asDouble(2.0);
+        ObjectNode answer = MAPPER.createObjectNode();
+        answer.put("hits", countTrees(machine, trees));
+        answer.put("decoded", rate(seconds, trees.size(), () -> countTrees(machine, trees)));
+        answer.put("raw", rate(seconds, texts.size(), () -> countTexts(machine, texts)));
+        return answer;
+    }
+
+    private interface Round {
+        int run() throws Exception;
+    }
+
+    /** The best events/s over rounds run for about `seconds`, after as long again of warm-up. */
+    private static double rate(double seconds, int size, Round round) throws Exception {
+        long warmUntil = System.nanoTime() + (long) (seconds * 1e9);
+        while (System.nanoTime() < warmUntil) {
+            round.run();
+        }
+        double best = 0;
+        long until = System.nanoTime() + (long) (seconds * 1e9);
+        do {
+            long started = System.nanoTime();
+            round.run();
+            best = Math.max(best, size / ((System.nanoTime() - started) / 1e9));
+        } while (System.nanoTime() < until);
+        return best;
+    }
+
+    private static int countTrees(Machine machine, List<JsonNode> trees) {
+        int hits = 0;
+        for (JsonNode tree : trees) {
+            hits += machine.rulesForJSONEvent(tree).isEmpty() ? 0 : 1;
+        }
+        return hits;
+    }
+
+    private static int countTexts(Machine machine, List<String> texts) throws Exception {
+        int hits = 0;
+        for (String text : texts) {
+            hits += machine.rulesForJSONEvent(text).isEmpty() ? 0 : 1;
+        }
+        return hits;
+    }
+}
