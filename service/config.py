@@ -71,11 +71,34 @@ class ServerConfig(_Model):
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="How long SIGTERM waits for in-flight batches before abandoning"
     )
+    workers: int | None = Field(
+        None, ge=1, le=256, description="Worker processes (esmd run); default: one per core"
+    )
 
     @property
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host or "0.0.0.0", int(port)
+
+
+class ScalingSettings(_Model):
+    """How poller pools follow the load. esmd's own section: AWS publishes no such knobs."""
+
+    poller_capacity_mb_per_second: float = Field(
+        5.0, gt=0, description="Throughput one poller is counted at (AWS's figure: 5 MB/s)"
+    )
+    period_seconds: float = Field(
+        1.0, gt=0, description="How often a provisioned pool is evaluated"
+    )
+    scale_up_after_seconds: float = Field(
+        2.0, ge=0, description="How long lag must last before a provisioned pool grows"
+    )
+    scale_down_cooldown_seconds: float = Field(
+        60.0, ge=0, description="How long without lag before a pool shrinks"
+    )
+    on_demand_period_seconds: float = Field(
+        60.0, gt=0, description="Evaluation interval without ProvisionedPollerConfig (AWS: 1 min)"
+    )
 
 
 class AwsConfig(_Model):
@@ -305,6 +328,7 @@ class EsmdConfig(_Model):
     aws: AwsConfig = Field(default_factory=AwsConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     retry: RetryConfig = Field(default_factory=RetryConfig)
+    scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     mappings: list[MappingConfig] = Field(default_factory=list)
 

@@ -26,8 +26,8 @@ class Poller(Protocol):
 
 #: source kind -> "module:class"; imported lazily, so an unused kind costs no import.
 SOURCES: dict[SourceKind, str] = {
-    SourceKind.KAFKA: "service.sources.kafka:KafkaPoller",
-    SourceKind.MSK: "service.sources.kafka:KafkaPoller",
+    SourceKind.KAFKA: "service.sources.kafka:KafkaSource",
+    SourceKind.MSK: "service.sources.kafka:KafkaSource",
     SourceKind.SQS: "service.sources.sqs:SqsPoller",
 }
 

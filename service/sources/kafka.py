@@ -1,17 +1,24 @@
 """Kafka source: self-managed Apache Kafka and Amazon MSK, through aiokafka.
 
-One consumer per poller joins the mapping's consumer group. Each assigned partition gets a
-Lane, so partitions are invoked concurrently and each in order. Offsets are committed, never
-automatically, from the lanes' ``done_upto`` positions: only records delivered, filtered out
-or given up on are ever committed.
+A mapping's KafkaSource runs a PollerPool of KafkaPollers; each poller is one consumer of the
+mapping's group, so Kafka itself spreads the partitions over them (and over other esmd
+processes and replicas in the same group). A LagScaler sizes the pool: between MinimumPollers
+and MaximumPollers in provisioned mode, by AWS's one-minute lag rule on demand, never above
+the topic's partitions.
+
+Each assigned partition gets a Lane, so partitions are invoked concurrently and each in
+order. Offsets are committed, never automatically, from the lanes' ``done_upto`` positions:
+only records delivered, filtered out or given up on are ever committed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import binascii
+import contextlib
 import functools
 import ssl
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +30,9 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from service.config import MappingConfig, SourceKind, StartPosition
 from service.filters import parse_payload
+from service.invoke import Backoff
 from service.lane import Kept, Lane
+from service.scaling import LagScaler, Load, PollerPool, PoolBounds
 
 if TYPE_CHECKING:
     from service.filters import FilterCriteria
@@ -107,29 +116,146 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         await self._poller.assign(assigned)
 
 
+class KafkaSource:
+    """A mapping's Kafka pollers: the pool, its scaler, and what they share (the brokers)."""
+
+    def __init__(self, mapping: Mapping) -> None:
+        self._mapping = mapping
+        cfg = mapping.config
+        self._bootstrap = _self_managed_servers(cfg)
+        self._tls = False
+        self._members: set[KafkaPoller] = set()
+        self._stopping = asyncio.Event()
+        self._pool: PollerPool | None = None
+        self._partitions = 0
+        settings = mapping.esmd.scaling
+        provisioned = cfg.ProvisionedPollerConfig
+        if provisioned is not None:
+            bounds = PoolBounds(provisioned.MinimumPollers, provisioned.MaximumPollers)
+            self._period, up_after = settings.period_seconds, settings.scale_up_after_seconds
+        else:  # AWS's on-demand rule: evaluated every minute, up to one poller a partition
+            bounds = PoolBounds(1, 2000)
+            self._period = up_after = settings.on_demand_period_seconds
+        self.scaler = LagScaler(
+            bounds,
+            capacity_bytes=settings.poller_capacity_mb_per_second * 1e6,
+            up_after=up_after,
+            cooldown=settings.scale_down_cooldown_seconds,
+            batch_size=cfg.batch_size,
+        )
+        self._log = structlog.get_logger("esmd.kafka").bind(mapping=cfg.Name)
+
+    async def run(self) -> None:
+        if not self._bootstrap:
+            self._bootstrap, self._tls = await msk_bootstrap_servers(self._mapping)
+        pool = self._pool = PollerPool(
+            self._member, self.scaler.bounds, self._mapping.metrics, "kafka poller"
+        )
+        pool.start()
+        try:
+            await self._scale_loop(pool)
+        finally:
+            await pool.retire_all()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for member in self._members:
+            member.stop()
+
+    async def _member(self, retire: asyncio.Event) -> None:
+        """One poller, restarted with backoff when its consumer fails, until retired."""
+        backoff = Backoff(1.0, 30.0)
+        failures = 0
+        while not (retire.is_set() or self._stopping.is_set()):
+            poller = KafkaPoller(self._mapping, self._bootstrap or [], self._tls, retire)
+            self._members.add(poller)
+            try:
+                await poller.run()
+                return
+            except Exception as exc:
+                self._mapping.metrics.errors.inc()
+                wait = backoff.delay(failures)
+                failures += 1
+                self._log.error("poller failed", error=repr(exc), retry_in=round(wait, 2))
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._stopping.wait()
+            finally:
+                self._members.discard(poller)
+
+    async def _scale_loop(self, pool: PollerPool) -> None:
+        """Measure the pool's load every period and let the scaler resize it."""
+        last = time.monotonic()
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._period):
+                    await self._stopping.wait()
+            now = time.monotonic()
+            load = self._load(now - last)
+            last = now
+            decision = self.scaler.decide(now, pool.size, load, self._partition_count())
+            if decision is not None:
+                pool.resize(*decision)
+
+    def _load(self, seconds: float) -> Load:
+        lag = records = size = 0
+        for member in self._members:
+            lag += member.lag()
+            r, b = member.take_counts()
+            records += r
+            size += b
+        seconds = max(seconds, 1e-3)
+        return Load(lag, records / seconds, size / seconds)
+
+    def _partition_count(self) -> int:
+        """The topic's partitions, as the pollers' metadata knows them (the pool's ceiling)."""
+        for member in self._members:
+            found = member.partition_count()
+            if found:
+                self._partitions = found
+                break
+        return self._partitions or self.scaler.bounds.maximum
+
+    def status(self) -> dict[str, Any]:
+        partitions: dict[str, Any] = {}
+        for member in self._members:
+            partitions.update(member.status()["partitions"])
+        return {
+            "pollers": self._pool.size if self._pool else 0,
+            "partitions": partitions,
+        }
+
+
 class KafkaPoller:
-    """Consumes the mapping's topic in its consumer group and feeds one Lane per partition."""
+    """One consumer of the mapping's group; feeds one Lane per partition it is assigned."""
 
     commit_interval = 1.0
     fetch_timeout_ms = 200
 
-    def __init__(self, mapping: Mapping, bootstrap_servers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        mapping: Mapping,
+        bootstrap_servers: list[str],
+        tls: bool = False,
+        retire: asyncio.Event | None = None,
+    ) -> None:
         self._mapping = mapping
         cfg = mapping.config
         self._topic = (cfg.Topics or [""])[0]
-        self._bootstrap = bootstrap_servers or _self_managed_servers(cfg)
-        self._tls = False
+        self._bootstrap = bootstrap_servers
+        self._tls = tls
         self._lanes: dict[TopicPartition, Lane] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
-        self._stopping = asyncio.Event()
+        self._stopping = retire or asyncio.Event()
+        # what the scaler reads and resets each period
+        self._records = 0
+        self._bytes = 0
         self._log = structlog.get_logger("esmd.kafka").bind(mapping=cfg.Name)
 
     # --- the poll loop --------------------------------------------------------------------
 
     async def run(self) -> None:
-        if not self._bootstrap:
-            self._bootstrap, self._tls = await msk_bootstrap_servers(self._mapping)
         consumer = self._consumer = self._make_consumer()
         consumer.subscribe([self._topic], listener=_Rebalance(self))
         await consumer.start()
@@ -143,6 +269,8 @@ class KafkaPoller:
                     if lane is not None:
                         self._committed.setdefault(tp, raws[0].offset)
                         lane.put(raws)
+                        self._records += len(raws)
+                        self._bytes += sum(r.serialized_value_size for r in raws)
                 self._update_lag()
         finally:
             committer.cancel()
@@ -153,6 +281,28 @@ class KafkaPoller:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def take_counts(self) -> tuple[int, int]:
+        """Records and bytes fetched since the last call."""
+        counts = self._records, self._bytes
+        self._records = self._bytes = 0
+        return counts
+
+    def lag(self) -> int:
+        """Records of this poller's partitions not yet processed."""
+        if self._consumer is None:
+            return 0
+        total = 0
+        for tp, lane in self._lanes.items():
+            high = self._consumer.highwater(tp)
+            if high is not None and lane.done_upto is not None:
+                total += high - lane.done_upto
+        return total
+
+    def partition_count(self) -> int:
+        if self._consumer is None:
+            return 0
+        return len(self._consumer.partitions_for_topic(self._topic) or ())
 
     @property
     def _group_id(self) -> str:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 
 from service.metrics import Metrics
-from service.scaling import PollerPool, PoolBounds
+from service.scaling import LagScaler, Load, PollerPool, PoolBounds
 
 
 async def test_pool_stays_in_bounds_and_retires_pollers_gently() -> None:
@@ -35,3 +35,51 @@ async def test_pool_stays_in_bounds_and_retires_pollers_gently() -> None:
     assert current == 2
     await pool.close()
     assert not running
+
+
+def scaler(cooldown: float = 10.0) -> LagScaler:
+    return LagScaler(
+        PoolBounds(1, 8), capacity_bytes=5e6, up_after=2.0, cooldown=cooldown, batch_size=100
+    )
+
+
+def test_sustained_lag_doubles_the_pool_but_a_blip_does_not() -> None:
+    s = scaler()
+    backlog = Load(lag=10_000, records_per_second=1_000, bytes_per_second=1e6)
+    assert s.decide(0.0, 1, backlog, limit=8) is None  # lag seen for the first time
+    assert s.decide(1.0, 1, backlog, limit=8) is None  # not yet lasting
+    assert s.decide(2.0, 1, backlog, limit=8) == (2, "lag 10000 records for 2s, not draining")
+    assert s.decide(3.0, 2, backlog, limit=8) is None  # waits again after a step
+    decision = s.decide(4.0, 2, backlog, limit=8)
+    assert decision is not None and decision[0] == 4
+    # a batch's worth of lag in a steady stream is not backlog
+    calm = scaler()
+    steady = Load(lag=90, records_per_second=5_000, bytes_per_second=1e6)
+    for t in range(10):
+        assert calm.decide(float(t), 1, steady, limit=8) is None
+
+
+def test_draining_lag_holds_and_the_partitions_cap_the_pool() -> None:
+    s = scaler()
+    s.decide(0.0, 2, Load(10_000, 1_000, 1e6), limit=8)
+    assert s.decide(2.0, 2, Load(5_000, 1_000, 1e6), limit=8) is None  # halving: enough pollers
+    s2 = scaler()
+    s2.decide(0.0, 2, Load(10_000, 1_000, 1e6), limit=3)
+    assert s2.decide(2.0, 2, Load(12_000, 1_000, 1e6), limit=3) == (
+        3,
+        "lag 12000 records for 2s, not draining",
+    )
+    assert s2.decide(4.0, 3, Load(20_000, 1_000, 1e6), limit=3) is None  # at the cap
+
+
+def test_throughput_sets_a_floor_and_shrinking_waits_for_the_cooldown() -> None:
+    s = scaler(cooldown=10.0)
+    busy = Load(lag=0, records_per_second=20_000, bytes_per_second=22e6)  # needs 5 at 5 MB/s
+    decision = s.decide(0.0, 1, busy, limit=8)
+    assert decision is not None and decision[0] == 5
+    quiet = Load(lag=0, records_per_second=0, bytes_per_second=0)
+    assert s.decide(1.0, 5, quiet, limit=8) is None
+    assert s.decide(9.5, 5, quiet, limit=8) is None  # 9.5 s since it grew: not yet
+    decision = s.decide(10.5, 5, quiet, limit=8)
+    assert decision is not None and decision[0] == 1
+    assert decision[1].startswith("no lag for 10s")
