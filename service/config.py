@@ -113,9 +113,17 @@ class AwsConfig(_Model):
 
 
 class CheckpointsConfig(_Model):
+    """Where Kinesis and DynamoDB Streams mappings keep shard checkpoints (and leases)."""
+
     store: Literal["sqlite", "dynamodb"] = "sqlite"
     path: str = "./esmd-state.db"
     table: str | None = Field(None, description="DynamoDB lease table (store: dynamodb)")
+    lease_duration_seconds: float = Field(
+        10.0, ge=1, le=600, description="A lease not renewed for this long is taken over"
+    )
+    owner: str | None = Field(
+        None, description="This replica's name in the lease table (default: host-pid-random)"
+    )
 
 
 class RetryConfig(_Model):
@@ -313,12 +321,49 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "StartingPositionTimestamp", "required with StartingPosition AT_TIMESTAMP"
     if 0 <= m.MaximumRecordAgeInSeconds < 60:
         yield "MaximumRecordAgeInSeconds", "must be -1 or between 60 and 604800"
-    if m.ParallelizationFactor != 1 and not kind.is_stream:
-        yield "ParallelizationFactor", "only Kinesis and DynamoDB Streams mappings have it"
+    yield from _stream_errors(m, kind)
     if m.ScalingConfig is not None and kind is not SourceKind.SQS:
         yield "ScalingConfig", "only SQS mappings have ScalingConfig"
     if m.ProvisionedPollerConfig is not None and not (kind.is_kafka or kind is SourceKind.SQS):
         yield "ProvisionedPollerConfig", "only Kafka and SQS mappings have provisioned pollers"
+    yield from _destination_errors(m)
+
+
+def _destination_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    """DestinationConfig.OnFailure as AWS accepts it per source: SQS, SNS or S3 ARNs for Kafka
+    and streams, ``kafka://<topic>`` (not the source topic) for Kafka only, none for SQS."""
+    from service.destinations import destination_kind
+
+    field, dest = "DestinationConfig.OnFailure.Destination", m.on_failure_destination
+    if dest is None:
+        return
+    kind = m.source_kind
+    if kind is SourceKind.SQS:
+        why = "failed messages return to the queue and its redrive policy (a DLQ) applies"
+        yield field, f"SQS mappings have no OnFailure destination: {why}"
+        return
+    if not (kind.is_kafka or kind.is_stream):
+        yield field, f"{kind} mappings have no OnFailure destination"
+        return
+    found = destination_kind(dest)
+    if found is None:
+        yield field, f"{dest!r} is not an SQS queue, SNS topic or S3 bucket ARN, nor kafka://"
+    elif found == "kafka" and not kind.is_kafka:
+        yield field, "a kafka:// destination is for Kafka mappings only"
+    elif found == "kafka" and dest.removeprefix("kafka://") in (m.Topics or []):
+        yield field, "the Kafka destination topic cannot be the source topic"
+
+
+def _stream_errors(m: MappingConfig, kind: SourceKind) -> Iterator[tuple[str, str]]:
+    """Properties AWS accepts for Kinesis and DynamoDB Streams only."""
+    if kind is SourceKind.DYNAMODB and m.StartingPosition is StartPosition.AT_TIMESTAMP:
+        yield "StartingPosition", "DynamoDB Streams support TRIM_HORIZON and LATEST only"
+    if kind.is_stream:
+        return
+    if m.ParallelizationFactor != 1:
+        yield "ParallelizationFactor", "only Kinesis and DynamoDB Streams mappings have it"
+    if m.TumblingWindowInSeconds is not None:
+        yield "TumblingWindowInSeconds", "only Kinesis and DynamoDB Streams mappings have it"
 
 
 class EsmdConfig(_Model):

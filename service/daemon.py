@@ -22,11 +22,14 @@ from service.mapping import Mapping
 from service.metrics import Metrics
 from service.sources import SOURCES
 from service.targets import TARGETS
+from service.workers import SOLO, Worker, watch_parent
 
 
 def unsupported(config: EsmdConfig) -> list[str]:
     """Features valid in AWS's schema that this build cannot run yet, refused at start so no
-    record is acknowledged on a promise (a destination) that would not be kept."""
+    record is acknowledged on a promise (a destination) that would not be kept. OnFailure
+    destinations run for Kafka, Kinesis and DynamoDB Streams (config validation refuses them
+    where AWS has none, as for SQS)."""
     problems = []
     for m in config.mappings:
         if m.source_kind not in SOURCES:
@@ -36,16 +39,25 @@ def unsupported(config: EsmdConfig) -> list[str]:
             problems.append(
                 f"mapping {m.Name!r}: FunctionName: {kind} targets are not available yet"
             )
-        if m.on_failure_destination:
-            problems.append(f"mapping {m.Name!r}: DestinationConfig: not available yet")
+        if m.on_failure_destination and not (m.source_kind.is_kafka or m.source_kind.is_stream):
+            problems.append(
+                f"mapping {m.Name!r}: DestinationConfig: not available for {m.source_kind}"
+            )
     return problems
 
 
 class Daemon:
-    def __init__(self, config: EsmdConfig, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, config: EsmdConfig, metrics: Metrics | None = None, worker: Worker = SOLO
+    ) -> None:
         self.config = config
         self.metrics = metrics or Metrics()
-        self.mappings = [Mapping(m, config, self.metrics) for m in config.mappings]
+        self.worker = worker
+        self.mappings = [
+            Mapping(m, config, self.metrics, worker)
+            for m in config.mappings
+            if worker.runs(m, config)
+        ]
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -58,10 +70,18 @@ class Daemon:
     async def run(self, *, handle_signals: bool = True) -> None:
         if handle_signals:
             self._install_signal_handlers()
-        await self._serve()
+        helpers = []
+        if self.worker is SOLO:
+            await self._serve()
+        else:  # the supervisor serves HTTP; a worker reports readiness and minds its parent
+            helpers.append(asyncio.create_task(watch_parent(self._stop, self.request_stop)))
+            helpers.append(asyncio.create_task(self._report_ready()))
         tasks = [asyncio.create_task(m.run(), name=f"mapping {m.name}") for m in self.mappings]
         self._log.info(
-            "started", mappings=[m.name for m in self.mappings], listen=self.config.server.listen
+            "started",
+            mappings=[m.name for m in self.mappings],
+            listen=self.config.server.listen,
+            worker=f"{self.worker.index}/{self.worker.count}",
         )
         try:
             await self._stop.wait()
@@ -74,9 +94,20 @@ class Daemon:
                     t.cancel("forced stop")
             await asyncio.gather(*tasks, return_exceptions=True)
         finally:
+            for helper in helpers:
+                helper.cancel()
             if self._runner is not None:
                 await self._runner.cleanup()
             self._log.info("stopped")
+
+    @property
+    def ready(self) -> bool:
+        return all(m.ready for m in self.mappings) and not self._stop.is_set()
+
+    async def _report_ready(self) -> None:
+        while True:
+            self.worker.report(self.ready, [m.status() for m in self.mappings])
+            await asyncio.sleep(0.5)
 
     async def _wait_for_mappings(self, tasks: list[asyncio.Task[None]]) -> None:
         """Until every mapping has drained, the grace period is over, or a second signal."""
@@ -128,7 +159,7 @@ class Daemon:
 
     async def _readyz(self, _: web.Request) -> web.Response:
         states = {m.name: m.state.value for m in self.mappings}
-        ready = all(m.ready for m in self.mappings) and not self._stop.is_set()
+        ready = self.ready
         return _json({"ready": ready, "mappings": states}, 200 if ready else 503)
 
     async def _mappings(self, _: web.Request) -> web.Response:

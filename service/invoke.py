@@ -4,6 +4,21 @@ Function errors are retried with exponential backoff and jitter, up to MaximumRe
 (-1: until it succeeds, AWS's default). Throttling backs off without counting as a retry or
 as a failed invocation. The Invoker never acknowledges anything: it returns an outcome and
 the Lane decides what the source may checkpoint.
+
+Two entry points: :meth:`Invoker.deliver` invokes one batch as it is (SQS, which retries by
+redelivery), and :meth:`Invoker.process` applies the error handling of ordered sources
+(Kafka, Kinesis, DynamoDB Streams) as AWS does:
+
+- MaximumRecordAgeInSeconds: before each attempt, records older than that are given up on
+  (condition ``RecordAgeExceeded``) and the rest are invoked;
+- ReportBatchItemFailures: a response naming failed records retries from the lowest of them;
+  what precedes it succeeded; a malformed response fails the whole batch;
+- BisectBatchOnFunctionError: a failed batch is split in two and each half retried in order;
+  splitting does not count against MaximumRetryAttempts;
+- when the retries are used up the remaining records are given up on
+  (``RetryAttemptsExhausted``): the ``give_up`` callback sends them to the OnFailure
+  destination or counts them dropped. Only then does ``process`` return, so the lane's
+  checkpoint passes a record only once it was delivered or handed over.
 """
 
 from __future__ import annotations
@@ -12,9 +27,9 @@ import asyncio
 import enum
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -22,6 +37,10 @@ from service.batching import Batch
 from service.config import RetryConfig
 from service.metrics import MappingMetrics
 from service.targets import InvokeResult, Target
+
+if TYPE_CHECKING:
+    from service.destinations.records import Failure
+    from service.traits import RecordTraits
 
 
 class Outcome(enum.Enum):
@@ -46,6 +65,26 @@ class Backoff:
         return d / 2 + random.uniform(0, d / 2)
 
 
+#: records given up on, and why; returns once they are handed over (or raises to abandon)
+GiveUp = Callable[[list[dict[str, Any]], "Failure"], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorHandling:
+    """A mapping's error-handling settings for ordered sources (see :meth:`Invoker.process`)."""
+
+    give_up: GiveUp
+    traits: RecordTraits | None = None  # None: no record age, no partial batch responses
+    bisect: bool = False
+    max_record_age: float | None = None  # seconds; None: records never expire
+    report_item_failures: bool = False
+    clock: Callable[[], float] = time.time
+
+
+class _Abandoned(Exception):
+    """The mapping stopped while a batch still had records to retry."""
+
+
 class Invoker:
     def __init__(
         self,
@@ -55,7 +94,10 @@ class Invoker:
         retry: RetryConfig,
         max_retry_attempts: int,
         stopping: asyncio.Event,
+        *,
+        errors: ErrorHandling | None = None,
     ) -> None:
+        self._errors = errors or ErrorHandling(give_up=self._drop)
         self._target = target
         self._make_event = make_event
         self._metrics = metrics
@@ -96,10 +138,111 @@ class Invoker:
             if await self._stopped_within(wait):
                 return Outcome.ABANDONED, None
 
+    # --- ordered sources: retries, record age, partial failures, bisection -----------------
+
+    async def process(self, batch: Batch) -> Outcome:
+        """Settle every record of the batch: DELIVERED once each was delivered or given up on
+        (and handed to ``give_up``), ABANDONED when the mapping stopped first."""
+        from service.destinations import DestinationUnavailable
+
+        try:
+            await self._settle(batch.records, retries=0, invokes=0)
+        except (_Abandoned, DestinationUnavailable):
+            return Outcome.ABANDONED
+        return Outcome.DELIVERED
+
+    async def _settle(self, records: list[dict[str, Any]], retries: int, invokes: int) -> None:
+        throttles = 0
+        last: InvokeResult | None = None
+        while True:
+            records = await self._expire(records, invokes, last)
+            if not records:
+                return
+            result = await self._invoke_once(self._make_event(records), len(records))
+            if result.throttled:
+                wait = self._throttle.delay(throttles)
+                throttles += 1
+                self._log.warning("throttled", records=len(records), retry_in=round(wait, 3))
+                await self._pause(wait)
+                continue
+            invokes += 1
+            last = result
+            first = self._first_failed(result, records)
+            if first == len(records):
+                return
+            failed = records if first is None else records[first:]
+            self._metrics.failed_invoke.inc(len(failed))
+            if first is None and self._errors.bisect and len(records) > 1:
+                await self._bisect(records, retries, invokes)
+                return
+            records = failed
+            if 0 <= self._max_retries <= retries:
+                await self._errors.give_up(
+                    records, _failure("RetryAttemptsExhausted", invokes, result)
+                )
+                return
+            wait = self._backoff.delay(retries)
+            retries += 1
+            self._log.warning(
+                "function error",
+                kind=result.function_error or "batchItemFailures",
+                records=len(records),
+                attempt=retries,
+                retry_in=round(wait, 3),
+                error=_short(result.payload),
+            )
+            await self._pause(wait)
+
+    async def _bisect(self, records: list[dict[str, Any]], retries: int, invokes: int) -> None:
+        if self._stopping.is_set():
+            raise _Abandoned
+        half = len(records) // 2
+        self._log.info("bisecting failed batch", records=len(records))
+        await self._settle(records[:half], retries, invokes)
+        await self._settle(records[half:], retries, invokes)
+
+    def _first_failed(self, result: InvokeResult, records: list[dict[str, Any]]) -> int | None:
+        """Index of the first record to retry; ``len(records)``: none; None: all of them."""
+        if not result.ok:
+            return None
+        errors = self._errors
+        if not errors.report_item_failures or errors.traits is None:
+            return len(records)
+        first = errors.traits.first_failed(result.payload, records)
+        if first is None:
+            self._log.warning("malformed batchItemFailures: the whole batch failed")
+        return first
+
+    async def _expire(
+        self, records: list[dict[str, Any]], invokes: int, last: InvokeResult | None
+    ) -> list[dict[str, Any]]:
+        """Give up on records older than MaximumRecordAgeInSeconds; return the others."""
+        errors = self._errors
+        if errors.max_record_age is None or errors.traits is None:
+            return records
+        oldest_allowed = errors.clock() - errors.max_record_age
+        created = errors.traits.created_at
+        if all(created(r) >= oldest_allowed for r in records):
+            return records
+        expired = [r for r in records if created(r) < oldest_allowed]
+        await errors.give_up(expired, _failure("RecordAgeExceeded", invokes, last))
+        return [r for r in records if created(r) >= oldest_allowed]
+
+    async def _pause(self, seconds: float) -> None:
+        if await self._stopped_within(seconds):
+            raise _Abandoned
+
+    async def _drop(self, records: list[dict[str, Any]], failure: Failure) -> None:
+        """The default ``give_up``: count the records dropped."""
+        self._metrics.dropped.inc(len(records))
+
+    # --- one call -------------------------------------------------------------------------
+
     async def _invoke_once(self, event: dict[str, Any], count: int) -> InvokeResult:
         self._metrics.invoked.inc(count)
         started = time.perf_counter()
-        result = await self._target.invoke(event)
+        with self._metrics.invoke_concurrency.track_inprogress():  # esm_invoke_concurrency
+            result = await self._target.invoke(event)
         self._metrics.invoke_duration.observe(time.perf_counter() - started)
         return result
 
@@ -111,6 +254,14 @@ class Invoker:
         except TimeoutError:
             return False
         return True
+
+
+def _failure(condition: str, invokes: int, last: InvokeResult | None) -> Failure:
+    from service.destinations.records import Failure
+
+    error = last.function_error if last is not None else None
+    message = last.payload.get("errorMessage") if last and isinstance(last.payload, dict) else None
+    return Failure(condition, invokes, error, 200, message if isinstance(message, str) else None)
 
 
 def _short(payload: Any, limit: int = 500) -> str:

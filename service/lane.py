@@ -6,14 +6,17 @@ so records of a lane reach the target in order with at most one batch in flight.
 mapping run concurrently.
 
 ``done_upto`` is the lane's checkpoint: every record before that position was delivered,
-filtered out, or given up on; nothing at or after it was acknowledged. The poller commits it.
+filtered out, or given up on (and accepted by the OnFailure destination when there is one);
+nothing at or after it was acknowledged. The poller commits it. Retries, record age, partial
+batch responses and bisection happen inside :meth:`Invoker.process`, so a batch leaves the
+lane only settled or abandoned, never half-done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
@@ -47,9 +50,6 @@ class LaneStopped(Exception):
     """Unwinds a lane whose in-flight batch was abandoned by a stop."""
 
 
-OnExhausted = Callable[[Batch], Awaitable[None]]
-
-
 class Lane:
     def __init__(
         self,
@@ -59,7 +59,6 @@ class Lane:
         builder: BatchBuilder,
         invoker: Invoker,
         metrics: MappingMetrics,
-        on_exhausted: OnExhausted,
         *,
         max_queued: int = 20_000,
         on_backpressure: Callable[[bool], None] = lambda paused: None,
@@ -71,7 +70,6 @@ class Lane:
         self._builder = builder
         self._invoker = invoker
         self._metrics = metrics
-        self._on_exhausted = on_exhausted
         self._max_queued = max_queued
         self._on_backpressure = on_backpressure
         self._chunks: collections.deque[Sequence[Any]] = collections.deque()
@@ -176,11 +174,8 @@ class Lane:
             raise LaneStopped
         self.done_upto = batch.first_position
         self._metrics.batch_closed(len(batch), batch.reason)
-        outcome, _ = await self._invoker.deliver(batch)
-        if outcome is Outcome.ABANDONED:
+        if await self._invoker.process(batch) is Outcome.ABANDONED:
             raise LaneStopped
-        if outcome is Outcome.EXHAUSTED:
-            await self._on_exhausted(batch)
         self.done_upto = batch.last_position + 1
         if self._consumed_upto is None or self._consumed_upto < self.done_upto:
             self._consumed_upto = self.done_upto

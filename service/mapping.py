@@ -1,8 +1,13 @@
 """Mapping: one event source mapping at run time: config, state, target, poller, metrics.
 
-The mapping owns what is shared by its lanes (filters, target, invoker settings) and keeps
-its poller running: a poller that fails (broker unreachable, credentials) is restarted with
-backoff, since a daemon should ride out a source outage rather than exit.
+The mapping owns what is shared by its lanes (filters, target, invoker settings, the
+OnFailure destination) and keeps its poller running: a poller that fails (broker unreachable,
+credentials) is restarted with backoff, since a daemon should ride out a source outage rather
+than exit.
+
+Records given up on (retries used up, too old) go to :meth:`Mapping.send_to_on_failure`:
+AWS's invocation record is sent to the destination, retried until it is accepted, and only
+then may the source move past them. Without a destination they are counted dropped.
 """
 
 from __future__ import annotations
@@ -17,14 +22,28 @@ import structlog
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from service.batching import Batch, BatchBuilder
-from service.config import EsmdConfig, MappingConfig
+from service.batching import BatchBuilder
+from service.config import EsmdConfig, MappingConfig, SourceKind
+from service.destinations import (
+    DestinationContext,
+    FailedBatch,
+    SourceInfo,
+    destination_kind,
+    make_destination,
+)
+from service.destinations.records import Failure
+from service.destinations.sender import OnFailureSender
 from service.filters import FilterCriteria
-from service.invoke import Backoff, Invoker
+from service.invoke import Backoff, ErrorHandling, Invoker
 from service.lane import Codec, Lane
 from service.metrics import MappingMetrics, Metrics
 from service.sources import Poller, make_poller
 from service.targets import Target, make_target
+from service.traits import traits_for
+from service.workers import SOLO, Worker
+
+#: AWS: a Kafka mapping with an OnFailure destination and infinite retries retries 10 times
+KAFKA_RETRIES_WITH_DESTINATION = 10
 
 
 class State(enum.StrEnum):
@@ -38,9 +57,13 @@ class State(enum.StrEnum):
 
 
 class Mapping:
-    def __init__(self, config: MappingConfig, esmd: EsmdConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, config: MappingConfig, esmd: EsmdConfig, metrics: Metrics, worker: Worker = SOLO
+    ) -> None:
         self.config = config
         self.esmd = esmd
+        #: which worker process this is: pool bounds are split between the workers
+        self.worker = worker
         self.metrics: MappingMetrics = metrics.for_mapping(config.Name, config.source_kind.value)
         self.filters = (
             FilterCriteria.parse(config.FilterCriteria.model_dump())
@@ -51,6 +74,8 @@ class Mapping:
         self.state = State.CREATING if config.Enabled else State.DISABLED
         self.target: Target | None = None
         self.poller: Poller | None = None
+        self.on_failure: OnFailureSender | None = None
+        self.source_info: SourceInfo | None = None
         self._stopping = asyncio.Event()
         self._log = structlog.get_logger("esmd.mapping").bind(mapping=config.Name)
 
@@ -80,8 +105,10 @@ class Mapping:
         try:
             while not self._stopping.is_set():
                 self.state = State.ENABLING
-                self.poller = make_poller(self)
                 try:
+                    if self.source_info is None:
+                        await self._open_on_failure()
+                    self.poller = make_poller(self)
                     self.state = State.ENABLED
                     await self.poller.run()
                     failures = 0
@@ -96,6 +123,8 @@ class Mapping:
         finally:
             self.state = State.DISABLED
             await self.target.close()
+            if self.on_failure is not None:
+                await self.on_failure.close()
 
     def stop(self) -> None:
         """Soft stop: no new batches, no more retries; lanes finish what is in flight."""
@@ -119,8 +148,9 @@ class Mapping:
             codec.make_event,
             self.metrics,
             self.esmd.retry,
-            cfg.MaximumRetryAttempts,
+            self.max_retry_attempts,
             self._stopping,
+            errors=self.error_handling(),
         )
         builder = BatchBuilder(cfg.batch_size, cfg.batching_window_seconds, codec.envelope_bytes)
         return Lane(
@@ -130,20 +160,87 @@ class Mapping:
             builder,
             invoker,
             self.metrics,
-            self._give_up,
             max_queued=max(10_000, 4 * cfg.batch_size),
             on_backpressure=on_backpressure,
         )
 
-    async def _give_up(self, batch: Batch) -> None:
-        """Records whose retries ran out: to the OnFailure destination, else dropped."""
-        self.metrics.dropped.inc(len(batch))
-        self._log.error(
-            "records dropped after retries",
-            records=len(batch),
-            first=batch.first_position,
-            last=batch.last_position,
+    # --- errors and the OnFailure destination ---------------------------------------------
+
+    @property
+    def max_retry_attempts(self) -> int:
+        """MaximumRetryAttempts, except that AWS caps a Kafka mapping with an OnFailure
+        destination and infinite retries at 10."""
+        cfg = self.config
+        if cfg.MaximumRetryAttempts < 0 and cfg.source_kind.is_kafka and cfg.on_failure_destination:
+            return KAFKA_RETRIES_WITH_DESTINATION
+        return cfg.MaximumRetryAttempts
+
+    def error_handling(self) -> ErrorHandling:
+        """The lane's settings for retries, record age, partial failures and bisection."""
+        cfg = self.config
+        age = cfg.MaximumRecordAgeInSeconds
+        return ErrorHandling(
+            give_up=self._give_up,
+            traits=traits_for(cfg.source_kind),
+            bisect=cfg.BisectBatchOnFunctionError,
+            max_record_age=float(age) if age > 0 else None,
+            report_item_failures=cfg.reports_batch_item_failures,
         )
+
+    async def send_to_on_failure(
+        self, records: list[dict[str, Any]], failure: Failure, *, shard_id: str | None = None
+    ) -> bool:
+        """Send AWS's invocation record for these records to the OnFailure destination,
+        retrying until it is accepted; True once it was (and counted delivered). False when
+        the mapping has no destination: the caller counts them dropped. Raises
+        DestinationUnavailable when the mapping stops first: do not move past the records."""
+        if self.on_failure is None or self.source_info is None:
+            return False
+        await self.on_failure.send(FailedBatch(records, failure, self.source_info, shard_id))
+        return True
+
+    async def _give_up(self, records: list[dict[str, Any]], failure: Failure) -> None:
+        """Records given up on by a lane: to the OnFailure destination, else dropped."""
+        if await self.send_to_on_failure(records, failure):
+            return
+        self.metrics.dropped.inc(len(records))
+        self._log.error(
+            "records dropped",
+            records=len(records),
+            condition=failure.condition,
+            invokes=failure.approximate_invoke_count,
+            error=failure.error_message,
+        )
+
+    async def _open_on_failure(self) -> None:
+        """Describe the source for invocation records and open the destination, if any."""
+        cfg = self.config
+        servers, tls = await self._kafka_servers()
+        self.source_info = _source_info(self, servers)
+        destination = cfg.on_failure_destination
+        if destination is None or destination_kind(destination) is None:
+            return
+        context = DestinationContext(self.esmd.aws, servers, tls)
+        sender = OnFailureSender(
+            make_destination(destination, context),
+            self.metrics,
+            self._stopping,
+            Backoff(self.esmd.retry.initial_backoff_seconds, self.esmd.retry.max_backoff_seconds),
+        )
+        await sender.open()
+        self.on_failure = sender
+
+    async def _kafka_servers(self) -> tuple[list[str], bool]:
+        """The Kafka cluster's brokers (the KafkaBatchInfo and kafka:// destinations use
+        them): the configured ones, or MSK's from GetBootstrapBrokers; none for others."""
+        cfg = self.config
+        if cfg.SelfManagedEventSource is not None:
+            return list(cfg.SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS), False
+        if cfg.source_kind is SourceKind.MSK and cfg.on_failure_destination:
+            from service.sources.kafka import msk_bootstrap_servers
+
+            return await msk_bootstrap_servers(self)
+        return [], False
 
     def aws_client(self, service: str, connections: int = 10) -> AbstractAsyncContextManager[Any]:
         """An aiobotocore client for this mapping. `connections` sizes its HTTP pool: a source
@@ -165,3 +262,23 @@ class Mapping:
             "function": self.config.FunctionName,
             "poller": self.poller.status() if self.poller else None,
         }
+
+
+def _source_info(mapping: Mapping, servers: list[str]) -> SourceInfo:
+    cfg = mapping.config
+    kind = cfg.source_kind
+    function = mapping.esmd.function_for(cfg)
+    name = function.lambda_ or cfg.FunctionName
+    arn = (
+        name
+        if name.startswith("arn:")
+        else f"arn:aws:lambda:{mapping.esmd.aws.region}:000000000000:function:{name}"
+    )
+    return SourceInfo(
+        kind="kafka" if kind.is_kafka else kind.value,
+        mapping_uuid=cfg.uuid,
+        function_arn=arn,
+        event_source_arn=cfg.EventSourceArn,
+        bootstrap_servers=",".join(servers),
+        event_source="aws:kafka" if kind is SourceKind.MSK else "SelfManagedKafka",
+    )

@@ -40,6 +40,42 @@ class Target(Protocol):
     async def close(self) -> None: ...
 
 
+#: the fields of Lambda's error body: what a runtime client (awslambdaric, the Node, Java and
+#: Go clients) posts to /invocation/error, and what Invoke returns with X-Amz-Function-Error
+_ERROR_FIELDS = frozenset(
+    {"errorMessage", "errorType", "stackTrace", "requestId", "cause", "trace"}
+)
+_EMULATOR_TIMEOUT = "Task timed out after "
+
+
+def error_in_body(payload: Any) -> str | None:
+    """ "Unhandled" when a response that came back without X-Amz-Function-Error is, by its
+    body, a function error; None otherwise.
+
+    Why: the Lambda service answers a handler that raised with 200, X-Amz-Function-Error:
+    Unhandled and the error body. The Runtime Interface Emulator (aws-lambda-rie, which
+    esmd's tests and many local setups use) loses that header: its handler writes the
+    runtime's response through a ResponseWriterProxy whose Header() returns a throwaway map
+    (aws/aws-lambda-runtime-interface-emulator#20, still open), so a handler that raised
+    comes back as 200 with only ``{"errorMessage": ..., "errorType": ...}``. Treating that as
+    success would acknowledge records whose handler failed. So a body that is exactly
+    Lambda's error shape (string errorType and errorMessage, no field outside the error
+    body's) is a function error, as is the emulator's own timeout text. The price: a handler
+    that *returns* such an object on purpose is read as failing; real Lambda responses keep
+    the header, which wins when present.
+    """
+    if isinstance(payload, dict):
+        if (
+            isinstance(payload.get("errorType"), str)
+            and isinstance(payload.get("errorMessage"), str)
+            and payload.keys() <= _ERROR_FIELDS
+        ):
+            return "Unhandled"
+    elif isinstance(payload, str) and payload.startswith(_EMULATOR_TIMEOUT):
+        return "Unhandled"
+    return None
+
+
 #: kind -> "module:factory"; factories take (name, FunctionConfig, **context).
 TARGETS = {
     "python": "service.targets.python:PythonTarget",

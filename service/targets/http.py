@@ -1,8 +1,10 @@
 """The ``http`` target: POST the event JSON to a URL; the response body is the return value.
 
 This is also how esmd calls a Lambda Runtime Interface Emulator or any function runtime that
-speaks HTTP. A non-2xx status or an ``X-Amz-Function-Error`` header is a function error; 429
-is throttling, retried without counting as a failure.
+speaks HTTP. A non-2xx status or an ``X-Amz-Function-Error`` header is a function error, and
+so is a 2xx body that is exactly Lambda's error shape (the emulator drops the header: see
+:func:`service.targets.error_in_body`); 429 is throttling, retried without counting as a
+failure.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import aiohttp
 import orjson
 
 from service.config import FunctionConfig
-from service.targets import InvokeResult
+from service.targets import InvokeResult, error_in_body
 
 _JSON = {"Content-Type": "application/json"}
 
@@ -51,8 +53,9 @@ class HttpTarget:
                 if resp.status == 429:
                     return InvokeResult(payload, throttled=True)
                 error = resp.headers.get("X-Amz-Function-Error")
-                if error is None and not 200 <= resp.status < 300:
-                    error = f"HTTP {resp.status}"
+                if error is None:
+                    ok = 200 <= resp.status < 300
+                    error = error_in_body(payload) if ok else f"HTTP {resp.status}"
                 return InvokeResult(payload, error)
         except (aiohttp.ClientError, TimeoutError) as exc:
             # The endpoint did not answer: a failed invocation, retried like a function error.

@@ -2,8 +2,10 @@
 
 FunctionName may be a name, an ARN or a qualified ARN/alias; ``endpoint_url`` (per function,
 else the ``aws`` section's) points it at any Lambda-compatible endpoint, such as the Lambda
-Runtime Interface Emulator. FunctionError (Handled/Unhandled) is a function error;
-TooManyRequestsException is throttling, backed off without counting as a failure.
+Runtime Interface Emulator. FunctionError (Handled/Unhandled) is a function error, and so is
+a body that is exactly Lambda's error shape, since the emulator drops the FunctionError header
+(see :func:`service.targets.error_in_body`); TooManyRequestsException is throttling, backed off
+without counting as a failure.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
 from service.config import MAX_PAYLOAD_BYTES, FunctionConfig
-from service.targets import InvokeResult
+from service.targets import InvokeResult, error_in_body
 
 _THROTTLED = {"TooManyRequestsException", "EC2ThrottledException", "ThrottlingException"}
 
@@ -40,7 +42,7 @@ class LambdaTarget:
         # botocore's own retries would hide throttling from the Invoker's backoff
         self._config = AioConfig(
             read_timeout=config.timeout_seconds + 5,
-            retries={"max_attempts": 1, "mode": "standard"},
+            retries={"total_max_attempts": 1, "mode": "standard"},
             max_pool_connections=100,
         )
         self._stack = contextlib.AsyncExitStack()
@@ -84,7 +86,7 @@ class LambdaTarget:
             result = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:
             result = body.decode("utf-8", "replace")
-        return InvokeResult(result, resp.get("FunctionError"))
+        return InvokeResult(result, resp.get("FunctionError") or error_in_body(result))
 
     async def close(self) -> None:
         await self._stack.aclose()

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from service.devservers import CACHE
 from tests.integration.kafka_helpers import (
     create_topic,
     kafka_mapping,
@@ -23,31 +22,9 @@ from tests.integration.kafka_helpers import (
     running_daemon,
     wait_for,
 )
+from tests.integration.rie import ROOT, free_port, rie_binary
 
 pytestmark = pytest.mark.integration
-RIE_MODULE = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"
-RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def rie_binary() -> Path:
-    exe = CACHE / "bin" / f"aws-lambda-rie-{RIE_VERSION}"
-    if not exe.exists():
-        build = CACHE / "bin" / f"rie-{RIE_VERSION}"
-        subprocess.run(
-            ["go", "install", f"{RIE_MODULE}@{RIE_VERSION}"],
-            check=True,
-            env={**os.environ, "GOBIN": str(build)},
-            timeout=600,
-        )
-        (build / "aws-lambda-rie").rename(exe)
-    return exe
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from service.batching import Batch, BatchBuilder
+from service.batching import BatchBuilder
 from service.config import RetryConfig
-from service.invoke import Invoker
+from service.destinations.records import Failure
+from service.invoke import ErrorHandling, Invoker
 from service.lane import Kept, Lane
 from service.metrics import Metrics
 from service.targets import InvokeResult
@@ -74,7 +75,7 @@ def make_lane(
     window: float = 0,
     retries: int = -1,
     filters: Any = None,
-    exhausted: list[Batch] | None = None,
+    exhausted: list[tuple[list[dict[str, Any]], Failure]] | None = None,
     name: str = "m",
     stopping: asyncio.Event | None = None,
     **kw: Any,
@@ -82,14 +83,20 @@ def make_lane(
     metrics = Metrics()
     mm = metrics.for_mapping(name, "kafka")
     codec = IntCodec()
-    invoker = Invoker(target, codec.make_event, mm, FAST, retries, stopping or asyncio.Event())
 
-    async def on_exhausted(b: Batch) -> None:
-        (exhausted if exhausted is not None else []).append(b)
+    async def give_up(records: list[dict[str, Any]], failure: Failure) -> None:
+        (exhausted if exhausted is not None else []).append((records, failure))
 
-    lane = Lane(
-        "p0", codec, filters, BatchBuilder(batch, window, 10), invoker, mm, on_exhausted, **kw
+    invoker = Invoker(
+        target,
+        codec.make_event,
+        mm,
+        FAST,
+        retries,
+        stopping or asyncio.Event(),
+        errors=ErrorHandling(give_up=give_up),
     )
+    lane = Lane("p0", codec, filters, BatchBuilder(batch, window, 10), invoker, mm, **kw)
     return lane, metrics
 
 
@@ -180,13 +187,14 @@ async def test_stop_during_retries_abandons_without_acknowledging() -> None:
 
 
 async def test_exhausted_retries_hand_the_batch_over_then_move_on() -> None:
-    exhausted: list[Batch] = []
+    exhausted: list[tuple[list[dict[str, Any]], Failure]] = []
     target = FakeTarget(fail_first=2)
     lane, _ = make_lane(target, retries=1, exhausted=exhausted)
     lane.start()
     lane.put(list(range(6)))
     await until(lambda: lane.done_upto == 6)
-    assert [b.records for b in exhausted] == [[{"n": n} for n in range(4)]]
+    assert [records for records, _ in exhausted] == [[{"n": n} for n in range(4)]]
+    assert exhausted[0][1] == Failure("RetryAttemptsExhausted", 2, "Unhandled", 200, "boom")
     assert target.delivered == [4, 5]
     await lane.stop(1)
 
