@@ -29,6 +29,8 @@ SOURCES: dict[SourceKind, str] = {
     SourceKind.KAFKA: "service.sources.kafka:KafkaSource",
     SourceKind.MSK: "service.sources.kafka:KafkaSource",
     SourceKind.SQS: "service.sources.sqs:SqsPoller",
+    SourceKind.KINESIS: "service.sources.kinesis:KinesisPoller",
+    SourceKind.DYNAMODB: "service.sources.dynamodb:DynamoDBPoller",
 }
 
 
