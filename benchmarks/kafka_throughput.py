@@ -4,8 +4,12 @@ Produces N JSON records of ~1 KB to a fresh topic on the local broker, then meas
 same run and on the same topic:
   1. raw: an aiokafka consumer reading every record (no processing): the ceiling;
   2. esmd: one daemon, one mapping with a filter, an in-process python target, committing
-     offsets, from its first record to the last record delivered.
-Prints MB/s and events/s for both and their ratio. `--profile` adds a cProfile of the esmd
+     offsets, from its first record to the last record delivered;
+  3. esmd, all workers: `esmd run` as a separate process with server.workers = the usable
+     cores (their pollers share the partitions in one consumer group), timed from its first
+     polled record to the last invoked one as its merged /metrics page reports them.
+Prints MB/s and events/s for each, the ratio to raw, and MB/s per poller next to the 5 MB/s
+at which AWS counts a poller. `--profile` adds a cProfile of the esmd
 run (the hot path: poll, filter, batch, invoke, commit).
 
     python benchmarks/kafka_throughput.py --records 200000
@@ -17,10 +21,15 @@ import argparse
 import asyncio
 import cProfile
 import io
+import os
 import pstats
+import socket
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -28,6 +37,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +45,10 @@ from service.cli import run_async
 from service.config import parse_config
 from service.daemon import Daemon
 from service.logs import configure_logging
+from service.workers import usable_cores
+
+ROOT = Path(__file__).resolve().parents[1]
+AWS_POLLER_MB_S = 5.0
 
 delivered = 0
 #: the benchmark's filter: exact + numeric on the decoded JSON value (every record matches)
@@ -108,31 +122,71 @@ async def raw_consume(bootstrap: str, topic: str, n: int, partitions: int) -> fl
     return elapsed
 
 
+def mapping_config(bootstrap: str, topic: str, batch_size: int, listen: str) -> dict[str, Any]:
+    return {
+        "server": {"listen": listen},
+        "functions": {"count": {"python": "benchmarks.kafka_throughput:count_handler"}},
+        "mappings": [
+            {
+                "Name": "bench",
+                "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [bootstrap]}},
+                "Topics": [topic],
+                "SelfManagedKafkaEventSourceConfig": {"ConsumerGroupId": f"bench-{uuid.uuid4()}"},
+                "StartingPosition": "TRIM_HORIZON",
+                "FunctionName": "count",
+                "BatchSize": batch_size,
+                "MaximumBatchingWindowInSeconds": 0,
+                "FilterCriteria": {"Filters": [{"Pattern": PATTERN}]},
+            }
+        ],
+    }
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The merged counters and poller gauge of the benchmark mapping."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("mapping") == "bench" and sample.labels.get("kind") != "desired":
+                out[sample.name] = out.get(sample.name, 0) + sample.value
+    return out
+
+
+def esmd_workers_run(
+    bootstrap: str, topic: str, n: int, batch_size: int, workers: int
+) -> tuple[float, float]:
+    """(seconds, pollers) of `esmd run` with several worker processes."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = mapping_config(bootstrap, topic, batch_size, f"127.0.0.1:{port}")
+    config["server"]["workers"] = workers
+    with tempfile.NamedTemporaryFile("wb", suffix=".yaml", delete=False) as f:
+        f.write(orjson.dumps(config))  # JSON is YAML
+    argv = [sys.executable, "-m", "service", "run", "-c", f.name, "--log-level", "WARNING"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(argv, cwd=ROOT, env=env)
+    try:
+        while scrape(port).get("esm_polled_events_total", 0) == 0:
+            time.sleep(0.005)
+        started = time.perf_counter()
+        while (seen := scrape(port)).get("esm_invoked_events_total", 0) < n:
+            time.sleep(0.02)
+        elapsed = time.perf_counter() - started
+        return elapsed, seen.get("esm_pollers", 0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        os.unlink(f.name)
+
+
 async def esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
-    config = parse_config(
-        {
-            "server": {"listen": "127.0.0.1:0"},
-            "functions": {"count": {"python": "benchmarks.kafka_throughput:count_handler"}},
-            "mappings": [
-                {
-                    "Name": "bench",
-                    "SelfManagedEventSource": {
-                        "Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [bootstrap]}
-                    },
-                    "Topics": [topic],
-                    "SelfManagedKafkaEventSourceConfig": {
-                        "ConsumerGroupId": f"bench-{uuid.uuid4()}"
-                    },
-                    "StartingPosition": "TRIM_HORIZON",
-                    "FunctionName": "count",
-                    "BatchSize": batch_size,
-                    "MaximumBatchingWindowInSeconds": 0,
-                    "FilterCriteria": {"Filters": [{"Pattern": PATTERN}]},
-                }
-            ],
-        },
-        "bench",
-    )
+    config = parse_config(mapping_config(bootstrap, topic, batch_size, "127.0.0.1:0"), "bench")
     import benchmarks.kafka_throughput as handler_module  # where the target counts
 
     handler_module.delivered = 0
@@ -160,24 +214,48 @@ async def main(args: argparse.Namespace) -> None:
     total = await prepare(args.bootstrap, topic, args.records, args.size, args.partitions)
     mb = total / 1e6
     profiler = cProfile.Profile() if args.profile else None
-    raw_runs, esmd_runs = [], []
-    for _ in range(args.repeat):  # interleaved, so both see the same machine load
+    raw_runs, esmd_runs, worker_runs = [], [], []
+    workers = args.workers or usable_cores()
+    pollers = 0.0
+    for _ in range(args.repeat):  # interleaved, so all see the same machine load
         raw_runs.append(await raw_consume(args.bootstrap, topic, args.records, args.partitions))
         if profiler:
             profiler.enable()
         esmd_runs.append(await esmd_run(args.bootstrap, topic, args.records, args.batch_size))
         if profiler:
             profiler.disable()
+        seconds, pollers = await asyncio.to_thread(
+            esmd_workers_run, args.bootstrap, topic, args.records, args.batch_size, workers
+        )
+        worker_runs.append(seconds)
     raw_s, esmd_s = statistics.median(raw_runs), statistics.median(esmd_runs)
+    workers_s = statistics.median(worker_runs)
     print(
         f"runs (s): raw {[round(r, 2) for r in raw_runs]}, "
-        f"esmd {[round(r, 2) for r in esmd_runs]}; medians below"
+        f"esmd {[round(r, 2) for r in esmd_runs]}, "
+        f"esmd x{workers} workers {[round(r, 2) for r in worker_runs]}; medians below"
     )
     print()
-    print(f"{'':24}{'MB/s':>10}{'events/s':>12}{'seconds':>10}")
-    print(f"{'raw aiokafka consume':24}{mb / raw_s:10.1f}{args.records / raw_s:12.0f}{raw_s:10.2f}")
-    print(f"{'esmd end to end':24}{mb / esmd_s:10.1f}{args.records / esmd_s:12.0f}{esmd_s:10.2f}")
-    print(f"ratio esmd/raw: {raw_s / esmd_s:.2f}x   (target: >= 100 MB/s and >= 0.6x raw)")
+    n = args.records
+    print(
+        f"{'':30}{'MB/s':>8}{'events/s':>11}{'seconds':>9}{'x raw':>7}"
+        f"{'pollers':>9}{'MB/s/poller':>13}"
+    )
+    rows = [
+        ("raw aiokafka consume", raw_s, 1.0),
+        ("esmd, one process", esmd_s, 1.0),
+        (f"esmd, {workers} worker processes", workers_s, pollers),
+    ]
+    for label, secs, count in rows:
+        per = mb / secs / count if count else 0.0
+        print(
+            f"{label:30}{mb / secs:8.1f}{n / secs:11.0f}{secs:9.2f}{raw_s / secs:7.2f}"
+            f"{count:9.0f}{per:13.1f}"
+        )
+    print(
+        f"AWS counts a poller at {AWS_POLLER_MB_S:g} MB/s; target: >= 100 MB/s end to end "
+        "(broker and benchmark share this machine's cores)"
+    )
     if profiler:
         out = io.StringIO()
         pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(25)
@@ -192,6 +270,7 @@ def cli() -> None:
     p.add_argument("--partitions", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--repeat", type=int, default=3)
+    p.add_argument("--workers", type=int, default=0, help="default: the usable cores")
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
     configure_logging("WARNING")

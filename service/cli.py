@@ -66,8 +66,22 @@ def cmd_run(args: argparse.Namespace) -> int:
         print("\n".join(problems), file=sys.stderr)
         return 2
 
+    from service.workers import SOLO, Supervisor, Worker, worker_count
+
+    worker = Worker.from_env()
+    if worker is SOLO and worker_count(config) > 1:
+        argv = ["run", "-c", args.config, "--log-level", args.log_level]
+        if args.log_json is not None:
+            argv.append("--log-json" if args.log_json else "--no-log-json")
+        return int(run_async(Supervisor(config, args.config, argv).run()))
+
+    if worker is not SOLO:  # every line a worker logs says which one
+        import structlog
+
+        structlog.contextvars.bind_contextvars(worker=worker.index)
+
     async def main() -> None:
-        await Daemon(config).run()
+        await Daemon(config, worker=worker).run()
 
     run_async(main())
     return 0

@@ -137,7 +137,7 @@ class KafkaSource:
             bounds = PoolBounds(1, 2000)
             self._period = up_after = settings.on_demand_period_seconds
         self.scaler = LagScaler(
-            bounds,
+            mapping.worker.share(bounds),
             capacity_bytes=settings.poller_capacity_mb_per_second * 1e6,
             up_after=up_after,
             cooldown=settings.scale_down_cooldown_seconds,

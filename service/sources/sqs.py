@@ -111,12 +111,13 @@ class SqsPoller:
         self._region, self._account, self._queue = queue_parts(self._arn)
         self._fifo = self._queue.endswith(".fifo")
         concurrency = cfg.ScalingConfig.MaximumConcurrency if cfg.ScalingConfig else None
-        self._bounds = pool_bounds(cfg, concurrency)
+        self._bounds = mapping.worker.share(pool_bounds(cfg, concurrency))
         # what the scaler reads and resets each period
         self._receives: int = 0
         self._full_receives: int = 0
         self._failed_batches: int = 0
-        self._slots = asyncio.Semaphore(concurrency or 1000)
+        # MaximumConcurrency is the whole mapping's: each worker process takes its share
+        self._slots = asyncio.Semaphore(mapping.worker.part(concurrency) if concurrency else 1000)
         self._stopping = asyncio.Event()
         # received records waiting to be batched, and the receivers' brake: they pause while
         # this many messages are received but not yet acknowledged (each one is invisible)

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -284,6 +285,14 @@ def _free_port() -> int:
         return port
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return bool(reply.status == 200)
+    except urllib.error.URLError:
+        return False
+
+
 def test_daemon_answers_the_healthcheck_and_stops_on_sigterm(image: Image) -> None:
     port = _free_port()
     config = yaml.safe_load(image.path("/etc/esmd/esmd.yaml").read_text())
@@ -315,8 +324,10 @@ def test_daemon_answers_the_healthcheck_and_stops_on_sigterm(image: Image) -> No
             assert re.search(
                 rf"^Uid:\s+{image.user[0] if image.user else os.geteuid()}\s", status, re.M
             )
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
-                assert reply.status == 200
+            # ready once every worker process has started its mappings (here: none)
+            while not _answers(f"http://127.0.0.1:{port}/readyz"):
+                assert time.monotonic() < deadline, "never ready"
+                time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
         finally:

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -200,7 +201,11 @@ async def test_sigterm_finishes_the_in_flight_batch_commits_and_exits_0(
         async with asyncio.timeout(60):
             await first_request.wait()
         health = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz")
-        ready = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+        async with asyncio.timeout(10):  # each worker process reports readiness on its own
+            while (ready := await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz"))[
+                0
+            ] != 200:
+                await asyncio.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             _, stderr = await proc.communicate()
@@ -219,5 +224,8 @@ async def test_sigterm_finishes_the_in_flight_batch_commits_and_exits_0(
 
 
 def _get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        return int(resp.status), resp.read().decode()
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()

@@ -1,0 +1,18 @@
+"""Handlers for tests that run esmd as a separate process: they append what they receive to
+the file named by ESMD_TEST_OUT, one JSON line per record, with the worker's pid."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+
+def kafka_records(event: dict[str, Any], context: Any) -> None:
+    lines = [
+        json.dumps({"partition": r["partition"], "offset": r["offset"], "pid": os.getpid()})
+        for records in event["records"].values()
+        for r in records
+    ]
+    with open(os.environ["ESMD_TEST_OUT"], "a") as out:
+        out.write("\n".join(lines) + "\n")

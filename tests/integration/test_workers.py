@@ -1,0 +1,133 @@
+"""`esmd run` with several worker processes: the partitions spread over them, /metrics merges
+their samples, and SIGTERM stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.integration.kafka_helpers import create_topic, kafka_mapping, produce_json
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+RECORDS = 4000
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def samples(port: int, name: str) -> dict[str, float]:
+    """The merged values of one metric for the mapping, keyed by `kind` ("" when none)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+    except urllib.error.URLError:
+        return {}  # not listening yet
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels.get("mapping") == "spread":
+                key = s.labels.get("kind", "")
+                out[key] = out.get(key, 0) + s.value
+    return out
+
+
+async def stable_with_two_members(bootstrap: str, group: str) -> bool:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([group])
+    finally:
+        await admin.close()
+    _, _, state, _, _, members = described.groups[0][:6]
+    return bool(state == "Stable" and len(members) == 2)
+
+
+def handled(out: Path) -> list[dict[str, Any]]:
+    if not out.exists():
+        return []
+    return [json.loads(line) for line in out.read_text().splitlines() if line]
+
+
+def wait(cond: Callable[[], Any], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        time.sleep(0.2)
+
+
+def test_two_workers_share_the_partitions_and_one_metrics_page(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    topic, group = f"workers-{unique}", f"g-{unique}"
+    asyncio.run(create_topic(kafka_bootstrap, topic, PARTITIONS))
+    port = free_port()
+    config = {
+        "server": {"listen": f"127.0.0.1:{port}", "workers": 2, "shutdown_grace_seconds": 5},
+        "functions": {"spread": {"python": "tests.integration.file_handlers:kafka_records"}},
+        "mappings": [kafka_mapping("spread", kafka_bootstrap, topic, group, FunctionName="spread")],
+    }
+    path = tmp_path / "esmd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "ESMD_TEST_OUT": str(out), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "service", "run", "-c", str(path)]
+    with subprocess.Popen(argv, cwd=ROOT, env=env) as proc:
+        try:
+            wait(lambda: samples(port, "esm_pollers").get("current") == 2, 30, "2 pollers")
+            wait(
+                lambda: asyncio.run(stable_with_two_members(kafka_bootstrap, group)),
+                30,
+                "a group of two members",
+            )
+            values = [(i % PARTITIONS, {"i": i}) for i in range(RECORDS)]
+            asyncio.run(produce_json(kafka_bootstrap, topic, values))
+            wait(
+                lambda: len({(r["partition"], r["offset"]) for r in handled(out)}) >= RECORDS,
+                60,
+                f"{RECORDS} records",
+            )
+            pids = {r["pid"] for r in handled(out)}
+            assert len(pids) == 2, f"records were handled by {len(pids)} worker(s), not 2"
+            assert proc.pid not in pids, "the supervisor itself runs no mapping"
+            wait(
+                lambda: samples(port, "esm_polled_events_total").get("", 0) >= RECORDS,
+                10,
+                "the merged polled count",
+            )
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as reply:
+                assert json.loads(reply.read())["workers"] == {"0": True, "1": True}
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/mappings", timeout=5) as reply:
+                listed = json.loads(reply.read())["mappings"]
+            assert sorted((m["name"], m["worker"]) for m in listed) == [
+                ("spread", 0),
+                ("spread", 1),
+            ]
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+            for pid in pids:  # the workers are gone too
+                assert not Path(f"/proc/{pid}").exists(), f"worker {pid} outlived the supervisor"
+        finally:
+            if proc.poll() is None:
+                proc.kill()
