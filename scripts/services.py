@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Start, stop and show the local servers (Kafka, moto_server); see service/devservers.py.
+"""Start, stop and show the local servers (Kafka, ElasticMQ, moto_server, Prometheus); see
+service/devservers.py.
 
 Runs with the system python before the venv exists: it needs only the standard library.
 """

@@ -1,14 +1,18 @@
-"""Local servers for the demo, development and tests: Apache Kafka (KRaft) and moto_server.
+"""Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
+moto_server and Prometheus.
 
-    python3 scripts/services.py up [kafka|moto ...]   # start what is not running, wait ready
+    python3 scripts/services.py up [kafka|moto|elasticmq|prometheus ...]   # start, wait ready
     python3 scripts/services.py down [...]            # stop what this started
     python3 scripts/services.py status
 
 Kafka comes from the official jars on Maven Central (resolved by Maven from kafka-pom.xml
 beside this file into the cache folder), runs as a single combined broker+controller on
 127.0.0.1:9092, and is ready when it answers a Metadata request with itself as a broker.
-moto_server comes from the venv (PyPI moto[server]). Servers run detached, so they outlive
-the shell or pytest session that started them.
+moto_server comes from the venv (PyPI moto[server]). Prometheus is Debian's package
+`prometheus`, fetched with `apt-get download` and unpacked (`dpkg -x`) into the cache folder,
+so it needs no install as root; it scrapes every 1 s the targets listed in JSON files in its
+state folder's ``targets/`` (file_sd: a test adds its daemon there). Servers run detached, so
+they outlive the shell or pytest session that started them.
 
 Where things live: in a checkout, `.cache/` (jars) and `.services/` (pid files, logs, data)
 at the repository root; when installed, under ~/.cache/esmd. $ESMD_HOME and $ESMD_CACHE
@@ -245,9 +249,109 @@ def moto_ready() -> bool:
         return False
 
 
+# --- Prometheus -----------------------------------------------------------------------------
+
+#: scrape every second: a test sees a change within a second or two; file_sd picks up target
+#: files as they are written (inotify), the refresh interval is only the fallback
+PROMETHEUS_CONFIG = """\
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+scrape_configs:
+  - job_name: esmd
+    metrics_path: /metrics
+    file_sd_configs:
+      - files: ["{targets}/*.json"]
+        refresh_interval: 2s
+"""
+
+
+def prometheus_binary() -> Path:
+    """``prometheus`` on PATH (e.g. Debian's package installed), else the binary of Debian's
+    package, downloaded once into the cache folder and unpacked there without installing."""
+    found = shutil.which("prometheus")
+    if found:
+        return Path(found)
+    root = CACHE / "prometheus-deb"
+    binary = root / "usr" / "bin" / "prometheus"
+    marker = root / ".complete"
+    if marker.exists() and binary.exists():
+        return binary
+    if shutil.which("apt-get") is None or shutil.which("dpkg") is None:
+        raise RuntimeError("Prometheus: put `prometheus` on PATH (apt-get and dpkg are missing)")
+    print(f"fetching Debian's prometheus package into {root} ...", file=sys.stderr)
+    shutil.rmtree(root, ignore_errors=True)
+    download = root / "download"
+    download.mkdir(parents=True)
+
+    def fetch() -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ["apt-get", "download", "prometheus"], cwd=download, capture_output=True, timeout=600
+        )
+
+    result = fetch()
+    if result.returncode != 0 and os.geteuid() == 0:
+        # a fresh machine may have no package lists yet; as root we can fetch them
+        subprocess.run(["apt-get", "update"], capture_output=True, timeout=600, check=False)
+        result = fetch()
+    if result.returncode != 0:
+        raise RuntimeError(
+            "apt-get download prometheus failed (as root, run `apt-get update` first):\n"
+            + result.stderr.decode(errors="replace")
+        )
+    [deb] = download.glob("prometheus_*.deb")
+    subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True, timeout=300)
+    shutil.rmtree(download)
+    marker.write_text(deb.name)
+    return binary
+
+
+def prometheus_command(state: Path) -> list[str]:
+    binary = prometheus_binary()
+    targets = state / "targets"
+    targets.mkdir(parents=True, exist_ok=True)
+    for stale in targets.glob("*.json"):  # left by runs that were killed: nothing serves them
+        stale.unlink()
+    config = state / "prometheus.yml"
+    config.write_text(PROMETHEUS_CONFIG.format(targets=targets))
+    return [
+        str(binary),
+        f"--config.file={config}",
+        f"--storage.tsdb.path={state / 'data'}",
+        "--storage.tsdb.retention.time=1d",
+        f"--web.listen-address={HOST}:{PROMETHEUS_PORT}",
+        # Debian's defaults point at /usr/share and /etc; use the unpacked copies when present
+        *_prometheus_assets(binary),
+    ]
+
+
+def _prometheus_assets(binary: Path) -> list[str]:
+    if len(binary.parents) < 3:
+        return []
+    root = binary.parents[2]  # <root>/usr/bin/prometheus
+    web, consoles = root / "usr/share/prometheus/web", root / "etc/prometheus"
+    flags = [f"--web.local-assets={web}"] if web.is_dir() else []
+    if (consoles / "consoles").is_dir():
+        flags += [
+            f"--web.console.templates={consoles / 'consoles'}",
+            f"--web.console.libraries={consoles / 'console_libraries'}",
+        ]
+    return flags
+
+
+def prometheus_ready() -> bool:
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{PROMETHEUS_PORT}/-/ready", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 KAFKA_PORT = int(os.environ.get("ESMD_KAFKA_PORT", "9092"))
 MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
 ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
+PROMETHEUS_PORT = int(os.environ.get("ESMD_PROMETHEUS_PORT", "9090"))
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
@@ -258,6 +362,14 @@ SERVERS = {
         f"http://{HOST}:{ELASTICMQ_PORT}",
         elasticmq_command,
         elasticmq_ready,
+        120,
+    ),
+    "prometheus": Server(
+        "prometheus",
+        PROMETHEUS_PORT,
+        f"http://{HOST}:{PROMETHEUS_PORT}",
+        prometheus_command,
+        prometheus_ready,
         120,
     ),
 }
@@ -336,6 +448,10 @@ def ensure_moto() -> str:
 
 def ensure_elasticmq() -> str:
     return ensure("elasticmq")
+
+
+def ensure_prometheus() -> str:
+    return ensure("prometheus")
 
 
 def stop(name: str, wait: float = 20) -> None:

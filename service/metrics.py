@@ -3,6 +3,22 @@
 Each daemon owns a :class:`Metrics` (its own CollectorRegistry, so tests and several daemons
 in one process do not share counters). A mapping gets a :class:`MappingMetrics` whose
 children are bound to its labels once, so the hot path only calls ``inc(n)`` per batch.
+
+The set, every series labelled ``mapping`` and ``source``:
+
+- counters (``_total``): ``esm_polled_events``, ``esm_filtered_out_events``,
+  ``esm_invoked_events``, ``esm_failed_invoke_events``, ``esm_dropped_events``,
+  ``esm_on_failure_destination_delivered_events``, ``esm_deleted_events`` (SQS),
+  ``esm_committed_events`` (Kafka), ``esm_errors``. They exist at 0 from the mapping's start,
+  so ``rate()`` and ``increase()`` see the first increment;
+- gauges: ``esm_offset_lag`` (Kafka, ``partition`` label: sum and max are PromQL's),
+  ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
+  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight);
+- histograms: ``esm_batch_size`` (``reason`` the batch closed: size, window, bytes, ...) and
+  ``esm_invoke_duration_seconds``.
+
+The dashboard in ``deploy/grafana/esmd-dashboard.json`` queries these names; its test
+(``tests/integration/test_dashboard.py``) checks that each of its queries returns data.
 """
 
 from __future__ import annotations
@@ -43,15 +59,22 @@ class Metrics:
             "Records in the partition not yet processed",
             (*_LABELS, "partition"),
             registry=r,
+            multiprocess_mode="livesum",  # a partition is one worker's at a time
         )
         self.iterator_age = Gauge(
             "esm_iterator_age_milliseconds",
             "Age of the newest record processed",
             _LABELS,
             registry=r,
+            multiprocess_mode="livemax",
         )
+        # the modes say how the supervisor merges the workers' values (service/workers.py)
         self.pollers = Gauge(
-            "esm_pollers", "Pollers of the mapping", (*_LABELS, "kind"), registry=r
+            "esm_pollers",
+            "Pollers of the mapping",
+            (*_LABELS, "kind"),
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.batch_size = Histogram(
             "esm_batch_size",
@@ -66,6 +89,13 @@ class Metrics:
             _LABELS,
             buckets=_DURATION_BUCKETS,
             registry=r,
+        )
+        self.invoke_concurrency = Gauge(
+            "esm_invoke_concurrency",
+            "Invocations of the mapping in flight (AWS: the function's ConcurrentExecutions)",
+            _LABELS,
+            registry=r,
+            multiprocess_mode="livesum",
         )
 
     def for_mapping(self, mapping: str, source: str) -> MappingMetrics:
@@ -83,8 +113,8 @@ class Metrics:
             deleted=self.deleted.labels(*labels),
             committed=self.committed.labels(*labels),
             errors=self.errors.labels(*labels),
-            iterator_age=self.iterator_age.labels(*labels),
             invoke_duration=self.invoke_duration.labels(*labels),
+            invoke_concurrency=self.invoke_concurrency.labels(*labels),
         )
 
 
@@ -104,8 +134,18 @@ class MappingMetrics:
     deleted: Counter
     committed: Counter
     errors: Counter
-    iterator_age: Gauge
     invoke_duration: Histogram
+    #: ``inc()`` before the target call, ``dec()`` after it (``track_inprogress()`` does both)
+    invoke_concurrency: Gauge
+
+    @property
+    def iterator_age(self) -> Gauge:
+        """AWS's IteratorAge: how old (ms) the last record of the batch just sent is.
+
+        Bound on first use rather than at the mapping's start: a gauge at 0 would claim a
+        Kafka or SQS mapping is caught up on a stream it does not read.
+        """
+        return self.metrics.iterator_age.labels(self.mapping, self.source)
 
     def batch_closed(self, size: int, reason: str) -> None:
         self.metrics.batch_size.labels(self.mapping, self.source, reason).observe(size)

@@ -41,3 +41,10 @@ def _aws_test_credentials() -> None:
 @pytest.fixture(scope="session")
 def elasticmq_endpoint() -> str:
     return servers.elasticmq_endpoint()
+
+
+@pytest.fixture(scope="session")
+def prometheus_endpoint() -> str:
+    """Prometheus (Debian's package, unpacked into .cache/), scraping the file_sd targets in
+    its state folder every second."""
+    return servers.prometheus_endpoint()

@@ -12,7 +12,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -91,8 +90,6 @@ def test_every_dependency_and_mount_exists() -> None:
         depends = service.get("depends_on", [])
         assert set(depends) <= set(found), f"{name} depends on an unknown service"
         for target, source in binds(service).items():
-            if Path(source) == DASHBOARDS.relative_to(REPO):
-                continue  # deploy/grafana/ is provided by the dashboard's own change
             assert (REPO / source).exists(), f"{name}: {source} (mounted at {target})"
         for port in service.get("ports", []):
             assert str(port).startswith("127.0.0.1:"), f"{name}: publish on 127.0.0.1 only"
@@ -237,14 +234,12 @@ def test_grafana_provisioning_files_are_yaml(name: str) -> None:
     assert yaml.safe_load(path.read_text())["apiVersion"] == 1
 
 
-def test_dashboard_if_present_loads_from_file_provisioning() -> None:
-    """deploy/grafana/esmd-dashboard.json comes with its own change; once it is there, file
-    provisioning must be able to load it: plain JSON, without the ``__inputs`` and ``${DS_...}``
-    placeholders of an export "for sharing externally", which provisioning does not resolve
-    (the compose datasource has the uid ``prometheus``)."""
+def test_dashboard_loads_from_file_provisioning() -> None:
+    """File provisioning must be able to load deploy/grafana/esmd-dashboard.json: plain JSON,
+    without the ``__inputs`` and ``${DS_...}`` placeholders of an export "for sharing
+    externally", which provisioning does not resolve (the compose datasource has the uid
+    ``prometheus``)."""
     dashboard = DASHBOARDS / "esmd-dashboard.json"
-    if not dashboard.exists():
-        return
     text = dashboard.read_text()
     assert "__inputs" not in json.loads(text)
     assert "${DS_" not in text
