@@ -4,11 +4,6 @@ Runtime Interface Emulator (built with go install) running awslambdaric."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,43 +17,16 @@ from tests.integration.kafka_helpers import (
     running_daemon,
     wait_for,
 )
-from tests.integration.rie import ROOT, free_port, rie_binary
+from tests.integration.rie import running_rie
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def rie(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    port, out = free_port(), tmp_path / "invocations.jsonl"
-    proc = subprocess.Popen(
-        [
-            str(rie_binary()),
-            "--runtime-interface-emulator-address",
-            f"127.0.0.1:{port}",
-            sys.executable,
-            "-m",
-            "awslambdaric",
-            "tests.integration.lambda_fn.handle",
-        ],
-        cwd=ROOT,
-        env={
-            **os.environ,
-            "ESMD_TEST_OUT": str(out),
-            "AWS_LAMBDA_FUNCTION_NAME": "thumbs",
-            "PYTHONPATH": str(ROOT),
-        },
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}", out
-    proc.terminate()
-    proc.wait(timeout=10)
+    out = tmp_path / "invocations.jsonl"
+    with running_rie("tests.integration.lambda_fn.handle", out, "thumbs") as url:
+        yield url, out
 
 
 async def test_kafka_to_a_real_lambda_runtime(
