@@ -379,9 +379,16 @@ SERVERS = {
 
 
 def _pid(server: Server) -> int | None:
+    """The pid of the server we started, if it still runs. A pid file can outlive its process
+    (a reboot, a killed session) and its number be reused: the process must also run in the
+    server's state folder, where ``ensure`` starts it."""
+    state = STATE / server.name
     try:
-        pid = int((STATE / server.name / "pid").read_text())
+        pid = int((state / "pid").read_text())
         os.kill(pid, 0)
+        cwd = Path(f"/proc/{pid}/cwd")
+        if Path("/proc/self").exists() and cwd.resolve() != state.resolve():
+            return None
         return pid
     except (OSError, ValueError):
         return None
