@@ -326,6 +326,9 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "ScalingConfig", "only SQS mappings have ScalingConfig"
     if m.ProvisionedPollerConfig is not None and not (kind.is_kafka or kind is SourceKind.SQS):
         yield "ProvisionedPollerConfig", "only Kafka and SQS mappings have provisioned pollers"
+    pollers = m.ProvisionedPollerConfig
+    if kind is SourceKind.SQS and pollers is not None and pollers.MinimumPollers < 2:
+        yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
     yield from _destination_errors(m)
 
 

@@ -147,3 +147,15 @@ def test_validate_ok_and_schema_via_console_script(tmp_path: Path) -> None:
         [sys.executable, "-m", "service", "schema"], capture_output=True, text=True, check=True
     )
     assert '"MappingConfig"' in schema.stdout and '"BatchSize"' in schema.stdout
+
+
+def test_sqs_provisioned_pollers_start_at_two_as_in_aws() -> None:
+    one = {**SQS, "ProvisionedPollerConfig": {"MinimumPollers": 1, "MaximumPollers": 5}}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": [one]})
+    assert str(info.value.problems[0]) == (
+        "mapping 'orders': ProvisionedPollerConfig.MinimumPollers: "
+        "SQS mappings need at least 2 (AWS)"
+    )
+    two = {**SQS, "ProvisionedPollerConfig": {"MinimumPollers": 2, "MaximumPollers": 5}}
+    assert parse_config({"mappings": [two]}).mappings[0].ProvisionedPollerConfig is not None
