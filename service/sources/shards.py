@@ -363,6 +363,7 @@ class ShardPoller:
                     w.cancel()
         finally:
             await self._stop_workers(list(self._workers))
+            self._count_pollers()
             await self._store.release(sorted(self._held))
             await self._store.close()
             self._log.info("stopped")
@@ -399,6 +400,12 @@ class ShardPoller:
         for shard_id in ready_shards(leases, held):
             if shard_id not in self._workers and not self._stopping.is_set():
                 self._start_worker(shard_id, leases[shard_id].checkpoint)
+        self._count_pollers()
+
+    def _count_pollers(self) -> None:
+        """esm_pollers for a stream: one GetRecords loop per shard this replica reads."""
+        for kind in ("current", "desired"):
+            self._mapping.metrics.pollers(kind).set(len(self._workers))
 
     def _start_worker(self, shard_id: str, position: str) -> None:
         worker = ShardWorker(self._mapping, self._source, self._store, shard_id, position)

@@ -65,7 +65,7 @@ class StreamDelivery:
         cfg = mapping.config
         self._mapping = mapping
         self._target = mapping.require_target()
-        self._metrics = mapping.metrics
+        self.metrics = mapping.metrics
         self._shard_id = shard_id
         self._fields = fields
         self._stopping = stopping
@@ -136,19 +136,19 @@ class StreamDelivery:
             return 0
         if extra and not (isinstance(result.payload, dict) and "state" in result.payload):
             self._log.warning("tumbling window response without state: a failure")
-            self._metrics.failed_invoke.inc(len(items))
+            self.metrics.failed_invoke.inc(len(items))
             return 0
         if not self._partial:
             return None
         seqs = [self._fields.sequence(i[0]) for i in items]
         failed = batch_item_failures(result.payload, seqs)
         if failed is None:
-            self._metrics.failed_invoke.inc(len(items))
+            self.metrics.failed_invoke.inc(len(items))
             return 0
         if not failed:
             return None
         index = min(seqs.index(s) for s in failed)
-        self._metrics.failed_invoke.inc(len(items) - index)
+        self.metrics.failed_invoke.inc(len(items) - index)
         return index
 
     async def _drop_expired(
@@ -172,8 +172,8 @@ class StreamDelivery:
         self, records: list[dict[str, Any]], extra: dict[str, Any]
     ) -> InvokeResult:
         event = {"Records": records, **extra} if extra else {"Records": records}
-        metrics = self._metrics
-        self._metrics.iterator_age.set(
+        metrics = self.metrics
+        self.metrics.iterator_age.set(
             max(0.0, (time.time() - self._fields.arrival(records[-1])) * 1000) if records else 0
         )
         throttles = 0
@@ -217,7 +217,7 @@ class StreamDelivery:
         except DestinationUnavailable:
             raise Abandoned from None
         if not sent:
-            self._metrics.dropped.inc(len(records))
+            self.metrics.dropped.inc(len(records))
             self._log.error(
                 "records dropped",
                 records=len(records),

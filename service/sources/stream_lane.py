@@ -139,6 +139,8 @@ class KeyLane:
         batch = items[self._head : i]
         self._head = i
         if batch:
+            reason = "size" if len(batch) == self._batch_size else "bytes" if i < end else "window"
+            self._delivery.metrics.batch_closed(len(batch), reason)
             self._inflight_first = (
                 self._tumbling.first
                 if self._tumbling and self._tumbling.first is not None

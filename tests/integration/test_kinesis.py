@@ -42,8 +42,16 @@ async def test_three_shards_every_record_in_key_order(
         ParallelizationFactor=4,
         BatchSize=500,
     )
-    async with running_daemon(cfg):
+    async with running_daemon(cfg) as daemon:
         await wait_for(lambda: len(stream_handlers.payloads[name]) >= 20_000, 120, "20,000 records")
+        labels = {"mapping": name, "source": "kinesis"}
+        sample = daemon.metrics.registry.get_sample_value
+        assert sample("esm_pollers", {**labels, "kind": "current"}) == 3  # a loop per shard
+        batches = sum(
+            sample("esm_batch_size_count", {**labels, "reason": reason}) or 0
+            for reason in ("size", "bytes", "window")
+        )
+        assert batches == len(stream_handlers.events[name])
     got = stream_handlers.payloads[name]
     assert sorted(p["n"] for p in got) == list(range(20_000))
     assert in_key_order(got)
