@@ -57,10 +57,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     from service.daemon import Daemon, unsupported
     from service.logs import configure_logging
 
-    configure_logging(args.log_level, args.log_json)
     config = _load(args.config)
     if config is None:
         return 2
+    levels = {
+        m.Name: m.LoggingConfig.SystemLogLevel
+        for m in config.mappings
+        if m.LoggingConfig is not None and m.LoggingConfig.SystemLogLevel is not None
+    }
+    configure_logging(args.log_level, args.log_json, levels)
     problems = unsupported(config)
     if problems:
         print("\n".join(problems), file=sys.stderr)

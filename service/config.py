@@ -184,6 +184,20 @@ class Scaling(_Model):
     MaximumConcurrency: int | None = Field(None, ge=2, le=1000)
 
 
+class EsmMetricsConfig(_Model):
+    """Accepted as in AWS; esmd exports every metric whatever it lists (a scrape is free)."""
+
+    Metrics: list[Literal["EventCount", "ErrorCount", "KafkaMetrics"]] = Field(
+        default_factory=list, max_length=3
+    )
+
+
+class EsmLoggingConfig(_Model):
+    """The level of esmd's own log lines about this mapping (AWS: its poller's system logs)."""
+
+    SystemLogLevel: Literal["DEBUG", "INFO", "WARN"] | None = None
+
+
 class ProvisionedPollers(_Model):
     MinimumPollers: int = Field(1, ge=1, le=200)
     MaximumPollers: int = Field(200, ge=1, le=2000)
@@ -242,6 +256,8 @@ class MappingConfig(_Model):
     DestinationConfig: Destinations | None = None
     ScalingConfig: Scaling | None = None
     ProvisionedPollerConfig: ProvisionedPollers | None = None
+    MetricsConfig: EsmMetricsConfig | None = None
+    LoggingConfig: EsmLoggingConfig | None = None
     SelfManagedKafkaEventSourceConfig: KafkaEventSourceConfig | None = None
     AmazonManagedKafkaEventSourceConfig: KafkaEventSourceConfig | None = None
     SourceAccessConfigurations: list[SourceAccessConfiguration] = Field(default_factory=list)
@@ -326,6 +342,13 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "ScalingConfig", "only SQS mappings have ScalingConfig"
     if m.ProvisionedPollerConfig is not None and not (kind.is_kafka or kind is SourceKind.SQS):
         yield "ProvisionedPollerConfig", "only Kafka and SQS mappings have provisioned pollers"
+    kafka_only = {"ErrorCount", "KafkaMetrics"} & set(
+        m.MetricsConfig.Metrics if m.MetricsConfig else []
+    )
+    if kafka_only and not kind.is_kafka:
+        yield "MetricsConfig.Metrics", f"{', '.join(sorted(kafka_only))}: Kafka mappings only"
+    if m.LoggingConfig is not None and not kind.is_kafka:
+        yield "LoggingConfig", "only Kafka mappings have LoggingConfig (as in AWS)"
     pollers = m.ProvisionedPollerConfig
     if kind is SourceKind.SQS and pollers is not None and pollers.MinimumPollers < 2:
         yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
