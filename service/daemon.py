@@ -17,6 +17,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from service.admin import serve
 from service.config import EsmdConfig
 from service.mapping import Mapping
 from service.metrics import Metrics
@@ -61,7 +62,6 @@ class Daemon:
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
-        self._site: web.TCPSite | None = None
         self._runner: web.AppRunner | None = None
         self._log = structlog.get_logger("esmd.daemon")
 
@@ -139,16 +139,15 @@ class Daemon:
     # --- HTTP -----------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/mappings", self._mappings)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, port = self.config.server.host_port
-        self._site = web.TCPSite(self._runner, host, port)
-        await self._site.start()
+        self._runner = await serve(
+            self.config.server.host_port,
+            {
+                "/metrics": self._metrics,
+                "/healthz": self._healthz,
+                "/readyz": self._readyz,
+                "/mappings": self._mappings,
+            },
+        )
 
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)

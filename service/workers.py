@@ -38,6 +38,7 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from service.admin import serve
 from service.config import EsmdConfig, MappingConfig
 from service.scaling import PoolBounds
 
@@ -176,15 +177,15 @@ class Supervisor:
     # --- HTTP -----------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        app.router.add_get("/mappings", self._mappings)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        host, port = self.config.server.host_port
-        await web.TCPSite(self._runner, host, port).start()
+        self._runner = await serve(
+            self.config.server.host_port,
+            {
+                "/metrics": self._metrics,
+                "/healthz": self._healthz,
+                "/readyz": self._readyz,
+                "/mappings": self._mappings,
+            },
+        )
 
     async def _metrics(self, _: web.Request) -> web.Response:
         from prometheus_client import multiprocess
