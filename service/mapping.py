@@ -113,7 +113,7 @@ class Mapping:
                     await self.poller.run()
                     failures = 0
                 except Exception as exc:
-                    self.metrics.errors.inc()
+                    self.metrics.error("polling")
                     wait = backoff.delay(failures)
                     failures += 1
                     self._log.error("poller failed", error=repr(exc), retry_in=round(wait, 2))

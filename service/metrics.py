@@ -9,7 +9,8 @@ The set, every series labelled ``mapping`` and ``source``:
 - counters (``_total``): ``esm_polled_events``, ``esm_filtered_out_events``,
   ``esm_invoked_events``, ``esm_failed_invoke_events``, ``esm_dropped_events``,
   ``esm_on_failure_destination_delivered_events``, ``esm_deleted_events`` (SQS),
-  ``esm_committed_events`` (Kafka), ``esm_errors``. They exist at 0 from the mapping's start,
+  ``esm_committed_events`` (Kafka), ``esm_errors`` (``kind``: polling, invoke, commit,
+  on_failure_destination, schema_registry). They exist at 0 from the mapping's start,
   so ``rate()`` and ``increase()`` see the first increment;
 - gauges: ``esm_offset_lag`` (Kafka, ``partition`` label: sum and max are PromQL's),
   ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
@@ -24,10 +25,14 @@ The dashboard in ``deploy/grafana/esmd-dashboard.json`` queries these names; its
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LABELS = ("mapping", "source")
+#: the ``kind`` label of esm_errors_total: AWS's ErrorCount family for event source mappings
+ErrorKind = Literal["polling", "invoke", "commit", "on_failure_destination", "schema_registry"]
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 _DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 
@@ -53,7 +58,12 @@ class Metrics:
         )
         self.deleted = counter("esm_deleted_events", "SQS messages deleted after processing")
         self.committed = counter("esm_committed_events", "Kafka records whose offset was committed")
-        self.errors = counter("esm_errors", "Errors talking to the source, target or destination")
+        self.errors = Counter(
+            "esm_errors",
+            "Errors by AWS's ErrorCount family (kind: " + ", ".join(ERROR_KINDS) + ")",
+            (*_LABELS, "kind"),
+            registry=r,
+        )
         self.offset_lag = Gauge(
             "esm_offset_lag",
             "Records in the partition not yet processed",
@@ -112,7 +122,7 @@ class Metrics:
             on_failure_delivered=self.on_failure_delivered.labels(*labels),
             deleted=self.deleted.labels(*labels),
             committed=self.committed.labels(*labels),
-            errors=self.errors.labels(*labels),
+            errors={kind: self.errors.labels(*labels, kind) for kind in ERROR_KINDS},
             invoke_duration=self.invoke_duration.labels(*labels),
             invoke_concurrency=self.invoke_concurrency.labels(*labels),
         )
@@ -133,7 +143,8 @@ class MappingMetrics:
     on_failure_delivered: Counter
     deleted: Counter
     committed: Counter
-    errors: Counter
+    #: esm_errors_total by kind (see ERROR_KINDS); count one with :meth:`error`
+    errors: dict[str, Counter]
     invoke_duration: Histogram
     #: ``inc()`` before the target call, ``dec()`` after it (``track_inprogress()`` does both)
     invoke_concurrency: Gauge
@@ -146,6 +157,11 @@ class MappingMetrics:
         Kafka or SQS mapping is caught up on a stream it does not read.
         """
         return self.metrics.iterator_age.labels(self.mapping, self.source)
+
+    def error(self, kind: ErrorKind, count: int = 1) -> None:
+        """Count an error of AWS's ErrorCount family: polling the source, invoking the target,
+        committing a position, delivering to the OnFailure destination, the schema registry."""
+        self.errors[kind].inc(count)
 
     def batch_closed(self, size: int, reason: str) -> None:
         self.metrics.batch_size.labels(self.mapping, self.source, reason).observe(size)

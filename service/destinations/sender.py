@@ -37,7 +37,7 @@ class OnFailureSender:
         try:
             await self.destination.open()
         except Exception as exc:  # sends retry; a destination down at start is not fatal
-            self._metrics.errors.inc()
+            self._metrics.error("on_failure_destination")
             self._log.warning("destination not reachable yet", error=repr(exc))
 
     async def close(self) -> None:
@@ -50,7 +50,7 @@ class OnFailureSender:
             try:
                 await self.destination.send(batch)
             except Exception as exc:
-                self._metrics.errors.inc()
+                self._metrics.error("on_failure_destination")
                 wait = self._backoff.delay(attempt)
                 attempt += 1
                 self._log.warning(

@@ -173,7 +173,7 @@ class KafkaSource:
                 await poller.run()
                 return
             except Exception as exc:
-                self._mapping.metrics.errors.inc()
+                self._mapping.metrics.error("polling")
                 wait = backoff.delay(failures)
                 failures += 1
                 self._log.error("poller failed", error=repr(exc), retry_in=round(wait, 2))
@@ -405,7 +405,7 @@ class KafkaPoller:
                 self._consumer.commit({tp: OffsetAndMetadata(o, "") for tp, o in offsets.items()})
             )
         except (CommitFailedError, KafkaError) as exc:
-            self._mapping.metrics.errors.inc()
+            self._mapping.metrics.error("commit")
             self._log.warning("commit failed; records will be read again", error=str(exc))
             return
         for tp, offset in offsets.items():

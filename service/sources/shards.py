@@ -312,7 +312,7 @@ class ShardWorker:
         try:
             ok = await asyncio.shield(self._store.checkpoint(self.shard_id, position))
         except Exception as exc:
-            self._mapping.metrics.errors.inc()
+            self._mapping.metrics.error("commit")
             self._log.warning("checkpoint failed", error=repr(exc))
             return
         if not ok:
@@ -424,7 +424,7 @@ class ShardPoller:
                 continue
             exc = task.exception()
             if exc is not None:
-                self._mapping.metrics.errors.inc()
+                self._mapping.metrics.error("polling")
                 self._log.error("shard worker failed", shard=shard_id, error=repr(exc))
             elif task.result():
                 self._log.info("shard finished", shard=shard_id)

@@ -225,7 +225,7 @@ class SqsPoller:
                 )
                 failures = 0
             except Exception as exc:  # the endpoint or credentials: back off and go on
-                self._mapping.metrics.errors.inc()
+                self._mapping.metrics.error("polling")
                 wait = backoff.delay(failures)
                 failures += 1
                 self._log.warning("receive failed", error=repr(exc), retry_in=round(wait, 2))
@@ -404,7 +404,7 @@ class SqsPoller:
                     ],
                 )
             except Exception as exc:
-                self._mapping.metrics.errors.inc()
+                self._mapping.metrics.error("polling")
                 self._log.warning("visibility change failed", error=repr(exc))
                 continue
             changed += [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
@@ -429,7 +429,7 @@ class SqsPoller:
                         Entries=[{"Id": k, "ReceiptHandle": v} for k, v in entries.items()],
                     )
                 except Exception as exc:
-                    self._mapping.metrics.errors.inc()
+                    self._mapping.metrics.error("commit")
                     self._log.warning("delete failed", error=repr(exc), attempt=attempt + 1)
                     await asyncio.sleep(Backoff(0.2, 5).delay(attempt))
                     continue

@@ -20,16 +20,19 @@ class InvokeResult:
 
     ``function_error`` is Lambda's FunctionError ("Handled"/"Unhandled") or our own label for
     an HTTP failure; ``throttled`` means the call never ran and is retried without counting as
-    a function error.
+    a function error. ``service_error`` names a failure of the Invoke call itself rather than
+    of the function (ResourceNotFound, AccessDenied, KMS*, a 5xx, a refused connection): AWS
+    retries those with backoff until the records expire, never counting them as retries.
     """
 
     payload: Any = None
     function_error: str | None = None
     throttled: bool = False
+    service_error: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.function_error is None and not self.throttled
+        return self.function_error is None and not self.throttled and self.service_error is None
 
 
 class Target(Protocol):
