@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Start, stop and show the local servers (Kafka, ElasticMQ, moto_server, Prometheus); see
-service/devservers.py.
+service/devtools/servers.py.
 
 Runs with the system python before the venv exists: it needs only the standard library.
 """
@@ -10,6 +10,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.devservers import main
+from service.devtools.servers import main
 
 sys.exit(main(sys.argv[1:]))

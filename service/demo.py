@@ -20,7 +20,6 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from service.config import parse_config
 from service.daemon import Daemon
-from service.devservers import ensure_kafka
 from service.examples import handlers
 from service.metrics import Metrics
 
@@ -30,6 +29,8 @@ STATUSES = ("COMPLETED", "PENDING", "CANCELLED", "COMPLETED")
 
 def local_broker() -> str:
     """Start the local Kafka broker (from Maven Central on first use) and return it."""
+    from service.devtools.servers import ensure_kafka  # dev tooling: only the demo needs it
+
     print("starting the local Kafka broker (the first run fetches it from Maven Central)...")
     return ensure_kafka()
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from service.devservers import CACHE
+from service.devtools.servers import CACHE
 
 RIE_MODULE = "github.com/aws/aws-lambda-runtime-interface-emulator/cmd/aws-lambda-rie"
 RIE_VERSION = "v0.0.0-20261030222936-bef5c4ba774d"

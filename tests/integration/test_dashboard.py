@@ -1,6 +1,6 @@
 """The Grafana dashboard against a real Prometheus scraping a running esmd.
 
-Prometheus is Debian's package (service/devservers.py), scraping every second the targets
+Prometheus is Debian's package (service/devtools), scraping every second the targets
 listed in its file_sd folder; this test adds its daemon there. The daemon runs Kafka, SQS
 and Kinesis mappings (Kinesis when service.sources has it) with traffic that moves every counter:
 records kept and filtered out, batches that fail, records dropped or sent to an OnFailure
@@ -35,7 +35,7 @@ from aiobotocore.session import get_session
 
 from service.config import SourceKind, parse_config
 from service.daemon import Daemon, unsupported
-from service.devservers import prometheus_binary
+from service.devtools.servers import prometheus_binary
 from service.sources import SOURCES
 from tests.integration.kafka_helpers import (
     create_topic,
@@ -136,7 +136,7 @@ async def prometheus_targets_dir(session: aiohttp.ClientSession, endpoint: str) 
     for job in config.get("scrape_configs", []):
         for sd in job.get("file_sd_configs", []):
             return Path(sd["files"][0]).parent
-    raise AssertionError(f"the Prometheus on {endpoint} has no file_sd_configs: not devservers'")
+    raise AssertionError(f"the Prometheus on {endpoint} has no file_sd_configs: not ours")
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
 """Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
-moto_server and Prometheus.
+moto_server and Prometheus. Dev tooling: the daemon never imports it.
 
     python3 scripts/services.py up [kafka|moto|elasticmq|prometheus ...]   # start, wait ready
     python3 scripts/services.py down [...]            # stop what this started
@@ -16,8 +16,8 @@ they outlive the shell or pytest session that started them.
 
 Where things live: in a checkout, `.cache/` (jars) and `.services/` (pid files, logs, data)
 at the repository root; when installed, under ~/.cache/esmd. $ESMD_HOME and $ESMD_CACHE
-override. Stdlib only, so it runs before the venv exists; `esmd demo` and the test fixtures
-call ensure_kafka() and ensure_moto().
+override. Stdlib only, so it runs before the venv exists; `esmd demo` (when given no
+--bootstrap) and the test fixtures call ensure_kafka(), ensure_moto() and the like.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-_CHECKOUT = Path(__file__).resolve().parents[1]
+_CHECKOUT = Path(__file__).resolve().parents[2]  # service/devtools/servers.py
 ROOT = Path(
     os.environ.get("ESMD_HOME")
     or (_CHECKOUT if (_CHECKOUT / "pyproject.toml").exists() else Path.home() / ".cache" / "esmd")
