@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from service.arns import destination_kind, parse_arn
+
 #: AWS's cap on the invocation payload of a synchronous Invoke (6 MB).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_FILTERS = 5
@@ -268,8 +270,8 @@ class MappingConfig(_Model):
     def source_kind(self) -> SourceKind:
         if self.SelfManagedEventSource is not None:
             return SourceKind.KAFKA
-        service = (self.EventSourceArn or "").split(":")[2]
-        return _ARN_SERVICES[service]
+        arn = parse_arn(self.EventSourceArn or "")
+        return _ARN_SERVICES[arn.service if arn else ""]
 
     @property
     def uuid(self) -> str:
@@ -308,7 +310,11 @@ class MappingConfig(_Model):
         if (self.EventSourceArn is None) == (self.SelfManagedEventSource is None):
             yield "EventSourceArn", "give exactly one of EventSourceArn and SelfManagedEventSource"
             return
-        service = (self.EventSourceArn or "arn:aws:kafka:").split(":")[2]
+        arn = parse_arn(self.EventSourceArn or "")
+        if self.EventSourceArn is not None and arn is None:
+            yield "EventSourceArn", "not a whole ARN (arn:aws:<service>:<region>:<account>:...)"
+            return
+        service = arn.service if arn else ""
         if self.EventSourceArn is not None and service not in _ARN_SERVICES:
             yield "EventSourceArn", f"unsupported event source service {service!r}"
             return
@@ -358,8 +364,6 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
 def _destination_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
     """DestinationConfig.OnFailure as AWS accepts it per source: SQS, SNS or S3 ARNs for Kafka
     and streams, ``kafka://<topic>`` (not the source topic) for Kafka only, none for SQS."""
-    from service.destinations import destination_kind
-
     field, dest = "DestinationConfig.OnFailure.Destination", m.on_failure_destination
     if dest is None:
         return

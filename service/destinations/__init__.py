@@ -20,10 +20,9 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from service.arns import KAFKA_PREFIX, destination_kind
 from service.config import AwsConfig
 from service.destinations.records import Failure, SourceInfo
-
-KAFKA_PREFIX = "kafka://"
 
 
 class DestinationUnavailable(Exception):
@@ -75,21 +74,6 @@ DESTINATIONS = {
 }
 
 
-def destination_kind(destination: str) -> str | None:
-    """``sqs``, ``sns``, ``s3`` or ``kafka``; None for anything else (refused by config)."""
-    if destination.startswith(KAFKA_PREFIX):
-        return "kafka" if len(destination) > len(KAFKA_PREFIX) else None
-    parts = destination.split(":")
-    if len(parts) < 6 or parts[0] != "arn" or not parts[1].startswith("aws"):
-        return None
-    service, resource = parts[2], parts[5]
-    if service in ("sqs", "sns") and parts[3] and parts[4] and resource:
-        return service
-    if service == "s3" and resource and "/" not in resource:
-        return "s3"
-    return None
-
-
 def make_destination(destination: str, context: DestinationContext) -> Destination:
     kind = destination_kind(destination)
     if kind is None:
@@ -100,12 +84,13 @@ def make_destination(destination: str, context: DestinationContext) -> Destinati
 
 
 __all__ = [
+    "KAFKA_PREFIX",
     "Destination",
     "DestinationContext",
     "DestinationUnavailable",
     "FailedBatch",
     "Failure",
     "SourceInfo",
-    "destination_kind",
+    "destination_kind",  # re-exported from service.arns for existing callers
     "make_destination",
 ]

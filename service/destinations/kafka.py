@@ -16,7 +16,8 @@ import ssl
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from service.destinations import KAFKA_PREFIX, DestinationContext, FailedBatch
+from service.arns import KAFKA_PREFIX
+from service.destinations import DestinationContext, FailedBatch
 from service.destinations.records import kafka_record_messages
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import orjson
 
+from service.arns import require_arn
 from service.destinations import DestinationContext, FailedBatch
 from service.destinations.aws import AwsClient
 from service.destinations.records import s3_key, shard_of
@@ -18,7 +19,7 @@ from service.destinations.sqs import batch_record
 class S3Destination:
     def __init__(self, arn: str, context: DestinationContext) -> None:
         self.name = arn
-        self._bucket = arn.split(":", 5)[5]
+        self._bucket = require_arn(arn).resource
         # S3 bucket ARNs carry no region: the aws section's
         self._client = AwsClient("s3", None, context.aws)
 

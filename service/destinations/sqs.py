@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from service.arns import require_arn
 from service.destinations import DestinationContext, FailedBatch
 from service.destinations.aws import AwsClient
 from service.destinations.records import kafka_batch_record, shard_of, stream_batch_record
@@ -26,10 +27,10 @@ def batch_record(batch: FailedBatch, *, payload: bool) -> dict[str, Any]:
 
 class SqsDestination:
     def __init__(self, arn: str, context: DestinationContext) -> None:
-        _, _, _, region, account, queue = arn.split(":", 5)
+        parts = require_arn(arn)
         self.name = arn
-        self._account, self._queue = account, queue
-        self._client = AwsClient("sqs", region, context.aws)
+        self._account, self._queue = parts.account, parts.resource
+        self._client = AwsClient("sqs", parts.region, context.aws)
         self._url: str | None = None
 
     async def open(self) -> None:

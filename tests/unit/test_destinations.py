@@ -1,5 +1,6 @@
-"""Invocation records against AWS's documented examples, S3 key layout, destination parsing,
-config validation of DestinationConfig, and function errors read from an emulator's body."""
+"""Invocation records against AWS's documented examples, S3 key layout, destination and ARN
+parsing, config validation of DestinationConfig, and function errors read from an emulator's
+body."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ from typing import Any
 import orjson
 import pytest
 
+from service.arns import (
+    Arn,
+    account_of,
+    is_fifo_destination,
+    kinesis_consumer_stream,
+    parse_arn,
+)
 from service.config import ConfigError, parse_config
 from service.destinations import FailedBatch, destination_kind
 from service.destinations.records import (
@@ -266,3 +274,50 @@ def test_iso_timestamps_are_utc_with_milliseconds() -> None:
     from service.destinations.records import iso_ms
 
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", iso_ms(NOW))
+
+
+# --- ARNs -----------------------------------------------------------------------------------
+
+
+def test_destination_kind_lives_in_arns_and_is_re_exported() -> None:
+    import service.arns
+    import service.destinations
+
+    assert service.destinations.destination_kind is service.arns.destination_kind
+    assert service.destinations.KAFKA_PREFIX == service.arns.KAFKA_PREFIX == "kafka://"
+
+
+def test_arn_parts_keep_the_colons_of_the_resource() -> None:
+    consumer = "arn:aws:kinesis:us-east-1:123456789012:stream/s/consumer/c:1700000000"
+    arn = parse_arn(consumer)
+    assert arn == Arn(
+        "aws", "kinesis", "us-east-1", "123456789012", "stream/s/consumer/c:1700000000"
+    )
+    assert str(arn) == consumer
+    assert parse_arn("arn:aws:s3:::bucket") == Arn("aws", "s3", "", "", "bucket")
+    for not_arn in ("arn:aws:sqs:us-east-1", "kafka://t", "urn:aws:sqs:r:a:q", "arn:aws::r:a:q"):
+        assert parse_arn(not_arn) is None
+    assert account_of("arn:aws:sqs:us-east-1:123456789012:q") == "123456789012"
+    assert account_of("arn:aws:s3:::bucket") is None
+    assert account_of(None) is None
+
+
+@pytest.mark.parametrize(
+    ("destination", "fifo"),
+    [
+        ("arn:aws:sqs:us-east-1:123456789012:dlq.fifo", True),
+        ("arn:aws:sns:us-east-1:123456789012:failures.fifo", True),
+        ("arn:aws:sqs:us-east-1:123456789012:dlq", False),
+        ("arn:aws:s3:::bucket.fifo", False),
+        ("kafka://topic.fifo", False),
+    ],
+)
+def test_fifo_destinations(destination: str, fifo: bool) -> None:
+    assert is_fifo_destination(destination) is fifo
+
+
+def test_kinesis_consumer_arns_name_their_stream() -> None:
+    stream = "arn:aws:kinesis:us-east-1:123456789012:stream/s"
+    assert kinesis_consumer_stream(f"{stream}/consumer/c:1700000000") == stream
+    assert kinesis_consumer_stream(stream) is None
+    assert kinesis_consumer_stream("arn:aws:dynamodb:us-east-1:1:table/t/stream/x") is None
