@@ -129,11 +129,26 @@ class CheckpointsConfig(_Model):
 
 
 class RetryConfig(_Model):
-    """Backoff between retries of a failed invocation (exponential, full jitter)."""
+    """Backoff between retries of a failed invocation (exponential with jitter), and what
+    happens when the OnFailure destination refuses records (esmd's own: AWS has no knob)."""
 
     initial_backoff_seconds: float = Field(1.0, gt=0)
     max_backoff_seconds: float = Field(60.0, gt=0)
     throttle_backoff_seconds: float = Field(1.0, gt=0)
+    destination_attempts: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Sends of one failed batch to the OnFailure destination before its records "
+        "count as dropped and the mapping moves on (as AWS does), with the backoff above "
+        "between them; ignored with block_on_destination_failure",
+    )
+    block_on_destination_failure: bool = Field(
+        False,
+        description="Retry the OnFailure destination for as long as the mapping runs instead "
+        "of dropping the records: the partition or shard waits for the destination, no "
+        "record is lost (esmd's own; AWS drops them)",
+    )
 
 
 class FunctionConfig(_Model):

@@ -4,11 +4,19 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service.cli import main
-from service.config import ConfigError, SourceKind, expand_env, load_config, parse_config
+from service.config import (
+    ConfigError,
+    SourceKind,
+    expand_env,
+    json_schema,
+    load_config,
+    parse_config,
+)
 
 KAFKA = {
     "Name": "clicks",
@@ -159,3 +167,23 @@ def test_sqs_provisioned_pollers_start_at_two_as_in_aws() -> None:
     )
     two = {**SQS, "ProvisionedPollerConfig": {"MinimumPollers": 2, "MaximumPollers": 5}}
     assert parse_config({"mappings": [two]}).mappings[0].ProvisionedPollerConfig is not None
+
+
+def problems_of(*mappings: dict[str, Any], **rest: Any) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config({**rest, "mappings": list(mappings)})
+    return [str(p) for p in info.value.problems]
+
+
+def test_destination_retry_settings() -> None:
+    retry = parse_config({}).retry
+    assert (retry.destination_attempts, retry.block_on_destination_failure) == (10, False)
+    retry = parse_config(
+        {"retry": {"destination_attempts": 3, "block_on_destination_failure": True}}
+    ).retry
+    assert (retry.destination_attempts, retry.block_on_destination_failure) == (3, True)
+    (found,) = problems_of(SQS, retry={"destination_attempts": 0})
+    assert found.startswith("retry.destination_attempts: ")
+    described = json_schema()["$defs"]["RetryConfig"]["properties"]
+    assert "dropped" in described["destination_attempts"]["description"]
+    assert "as long as the mapping runs" in described["block_on_destination_failure"]["description"]

@@ -1,10 +1,12 @@
 """Invocation records against AWS's documented examples, S3 key layout, destination and ARN
-parsing, config validation of DestinationConfig, and function errors read from an emulator's
-body."""
+parsing, config validation of DestinationConfig, the OnFailureSender's bounded attempts, and
+function errors read from an emulator's body."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -17,8 +19,8 @@ from service.arns import (
     kinesis_consumer_stream,
     parse_arn,
 )
-from service.config import ConfigError, parse_config
-from service.destinations import FailedBatch, destination_kind
+from service.config import ConfigError, RetryConfig, parse_config
+from service.destinations import DestinationUnavailable, FailedBatch, destination_kind
 from service.destinations.records import (
     Failure,
     SourceInfo,
@@ -27,7 +29,10 @@ from service.destinations.records import (
     s3_key,
     stream_batch_record,
 )
+from service.destinations.sender import OnFailureSender
 from service.destinations.sqs import batch_record
+from service.invoke import Backoff
+from service.metrics import Metrics
 from service.targets import error_in_body
 from tests import aws_examples as aws
 
@@ -321,3 +326,96 @@ def test_kinesis_consumer_arns_name_their_stream() -> None:
     assert kinesis_consumer_stream(f"{stream}/consumer/c:1700000000") == stream
     assert kinesis_consumer_stream(stream) is None
     assert kinesis_consumer_stream("arn:aws:dynamodb:us-east-1:1:table/t/stream/x") is None
+
+
+# --- OnFailureSender: bounded attempts, or blocking -----------------------------------------
+
+
+class Refusing:
+    """A destination that refuses the first ``failures`` sends (None: every one)."""
+
+    name = "arn:aws:sqs:us-east-1:123456789012:dlq"
+
+    def __init__(self, failures: int | None = None) -> None:
+        self.failures = failures
+        self.calls = 0
+        self.delivered: list[FailedBatch] = []
+
+    async def open(self) -> None: ...
+
+    async def send(self, batch: FailedBatch) -> None:
+        self.calls += 1
+        if self.failures is None or self.calls <= self.failures:
+            raise ConnectionError("destination down")
+        self.delivered.append(batch)
+
+    async def close(self) -> None: ...
+
+
+def sender(
+    destination: Refusing, stopping: asyncio.Event | None = None, **options: Any
+) -> tuple[OnFailureSender, Callable[..., float]]:
+    metrics = Metrics()
+    sender = OnFailureSender(
+        destination,
+        metrics.for_mapping("m", "kafka"),
+        stopping or asyncio.Event(),
+        Backoff(0.001, 0.002),
+        **options,
+    )
+
+    def sample(name: str, **labels: str) -> float:
+        value = metrics.registry.get_sample_value(
+            name, {"mapping": "m", "source": "kafka", **labels}
+        )
+        return value or 0.0
+
+    return sender, sample
+
+
+BATCH = FailedBatch(RECORDS, FAILURE, KAFKA)
+
+
+async def test_sender_gives_up_after_its_attempts_and_counts_each_refusal() -> None:
+    destination = Refusing()
+    send, sample = sender(destination, attempts=3)
+    assert await send.send(BATCH) is False
+    assert destination.calls == 3
+    assert sample("esm_errors_total", kind="on_failure_destination") == 3
+    assert sample("esm_on_failure_destination_delivered_events_total") == 0
+    # dropping is the caller's count (with the records given up on without a destination)
+    assert sample("esm_dropped_events_total") == 0
+
+
+async def test_sender_delivers_after_refusals_within_its_attempts() -> None:
+    destination = Refusing(failures=2)
+    send, sample = sender(destination, attempts=3)
+    assert await send.send(BATCH) is True
+    assert destination.delivered == [BATCH]
+    assert sample("esm_errors_total", kind="on_failure_destination") == 2
+    assert sample("esm_on_failure_destination_delivered_events_total") == len(RECORDS)
+
+
+async def test_a_blocking_sender_retries_past_its_attempts_until_delivered() -> None:
+    destination = Refusing(failures=25)
+    send, _ = sender(destination, attempts=1, block=True)
+    assert await send.send(BATCH) is True
+    assert destination.calls == 26
+
+
+@pytest.mark.parametrize("block", [True, False])
+async def test_a_stop_while_retrying_leaves_the_records_unacknowledged(block: bool) -> None:
+    stopping = asyncio.Event()
+    destination = Refusing()
+    send, _ = sender(destination, stopping, attempts=1000, block=block)
+    asyncio.get_running_loop().call_later(0.05, stopping.set)
+    with pytest.raises(DestinationUnavailable):
+        await send.send(BATCH)
+    assert 1 <= destination.calls < 1000
+
+
+async def test_default_attempts_follow_the_retry_section() -> None:
+    destination = Refusing()
+    send, _ = sender(destination)
+    assert await send.send(BATCH) is False
+    assert destination.calls == RetryConfig().destination_attempts == 10
