@@ -23,7 +23,12 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from service.arns import destination_kind, parse_arn
+from service.arns import (
+    destination_kind,
+    is_fifo_destination,
+    kinesis_consumer_stream,
+    parse_arn,
+)
 
 #: AWS's cap on the invocation payload of a synchronous Invoke (6 MB).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
@@ -336,8 +341,17 @@ class MappingConfig(_Model):
         yield from _kind_errors(self)
 
 
+_EFO_REFUSED = (
+    "a Kinesis enhanced fan-out consumer ARN: esmd does not support enhanced fan-out consumers "
+    "(it reads shards with GetRecords, not SubscribeToShard); use the stream ARN {stream}"
+)
+
+
 def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
     kind = m.source_kind
+    stream = kinesis_consumer_stream(m.EventSourceArn or "")
+    if stream is not None:
+        yield "EventSourceArn", _EFO_REFUSED.format(stream=stream)
     if kind.is_kafka:
         if not m.Topics:
             yield "Topics", "a Kafka mapping needs exactly one topic"
@@ -378,7 +392,9 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
 
 def _destination_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
     """DestinationConfig.OnFailure as AWS accepts it per source: SQS, SNS or S3 ARNs for Kafka
-    and streams, ``kafka://<topic>`` (not the source topic) for Kafka only, none for SQS."""
+    and streams, ``kafka://<topic>`` (not the source topic) for Kafka only, none for SQS.
+    FIFO queues and topics are refused: AWS cannot deliver invocation records to them (they
+    carry no MessageGroupId), so every record sent there would be lost."""
     field, dest = "DestinationConfig.OnFailure.Destination", m.on_failure_destination
     if dest is None:
         return
@@ -397,6 +413,10 @@ def _destination_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield field, "a kafka:// destination is for Kafka mappings only"
     elif found == "kafka" and dest.removeprefix("kafka://") in (m.Topics or []):
         yield field, "the Kafka destination topic cannot be the source topic"
+    elif is_fifo_destination(dest):
+        what = "an SQS FIFO queue" if found == "sqs" else "an SNS FIFO topic"
+        why = "AWS does not accept FIFO queues or topics as OnFailure destinations"
+        yield field, f"{dest!r} is {what}: {why}; use a standard queue or topic"
 
 
 def _stream_errors(m: MappingConfig, kind: SourceKind) -> Iterator[tuple[str, str]]:

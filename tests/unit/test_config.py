@@ -169,10 +169,68 @@ def test_sqs_provisioned_pollers_start_at_two_as_in_aws() -> None:
     assert parse_config({"mappings": [two]}).mappings[0].ProvisionedPollerConfig is not None
 
 
+KINESIS = {
+    "Name": "events",
+    "EventSourceArn": "arn:aws:kinesis:us-east-1:123456789012:stream/events",
+    "StartingPosition": "LATEST",
+    "FunctionName": "f",
+}
+
+
 def problems_of(*mappings: dict[str, Any], **rest: Any) -> list[str]:
     with pytest.raises(ConfigError) as info:
         parse_config({**rest, "mappings": list(mappings)})
     return [str(p) for p in info.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("destination", "what"),
+    [
+        ("arn:aws:sqs:us-east-1:123456789012:failures.fifo", "an SQS FIFO queue"),
+        ("arn:aws:sns:us-east-1:123456789012:failures.fifo", "an SNS FIFO topic"),
+    ],
+)
+def test_fifo_on_failure_destinations_are_refused(destination: str, what: str) -> None:
+    on_failure = {"DestinationConfig": {"OnFailure": {"Destination": destination}}}
+    for mapping in ({**KAFKA, **on_failure}, {**KINESIS, **on_failure}):
+        (found,) = problems_of(mapping)
+        field = f"mapping {mapping['Name']!r}: DestinationConfig.OnFailure.Destination: "
+        assert found.startswith(f"{field}{destination!r} is {what}: ")
+        assert "FIFO" in found and "standard queue or topic" in found
+    # the standard queue or topic of the same name is fine
+    standard = {"DestinationConfig": {"OnFailure": {"Destination": destination[:-5]}}}
+    parse_config({"mappings": [{**KAFKA, **standard}, {**KINESIS, **standard}]})
+
+
+def test_kinesis_enhanced_fan_out_consumers_are_refused_with_the_stream_to_use() -> None:
+    consumer = "arn:aws:kinesis:us-east-1:123456789012:stream/events/consumer/fan:1700000000"
+    (found,) = problems_of({**KINESIS, "EventSourceArn": consumer})
+    assert found.startswith("mapping 'events': EventSourceArn: ")
+    assert "enhanced fan-out consumers" in found and "not support" in found
+    assert found.endswith("use the stream ARN arn:aws:kinesis:us-east-1:123456789012:stream/events")
+
+
+def test_validate_cli_refuses_a_consumer_arn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "efo.yaml"
+    path.write_text(
+        textwrap.dedent("""
+        mappings:
+          - Name: events
+            EventSourceArn: arn:aws:kinesis:us-east-1:123456789012:stream/s/consumer/c:1700000000
+            StartingPosition: LATEST
+            FunctionName: f
+    """)
+    )
+    assert main(["validate", "-c", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "mapping 'events': EventSourceArn: a Kinesis enhanced fan-out consumer ARN" in err
+
+
+def test_an_event_source_arn_with_parts_missing_is_named() -> None:
+    (found,) = problems_of({**SQS, "EventSourceArn": "arn:aws:sqs:us-east-1"})
+    assert found.startswith("mapping 'orders': EventSourceArn: not a whole ARN")
 
 
 def test_destination_retry_settings() -> None:
