@@ -21,13 +21,25 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from service.arns import (
+    DEFAULT_ACCOUNT,
+    account_of,
     destination_kind,
     is_fifo_destination,
+    is_role_arn,
     kinesis_consumer_stream,
+    lambda_function_arn,
     parse_arn,
+    role_arn,
 )
 
 #: AWS's cap on the invocation payload of a synchronous Invoke (6 MB).
@@ -110,6 +122,12 @@ class ScalingSettings(_Model):
 
 class AwsConfig(_Model):
     region: str = "us-east-1"
+    account_id: str = Field(
+        DEFAULT_ACCOUNT,
+        pattern=r"^\d{12}$",
+        description="The account esmd names in ARNs it makes up (a function's ARN in payloads "
+        "and invocation records when FunctionName is not an ARN); 12 digits",
+    )
     endpoint_url: str | None = Field(None, description="Endpoint for every AWS API (moto, ...)")
     endpoints: dict[str, str] = Field(
         default_factory=dict, description="Per-service endpoint, e.g. {sqs: ...}; wins"
@@ -164,6 +182,21 @@ class FunctionConfig(_Model):
     lambda_: str | None = Field(None, alias="lambda", description="Lambda function name or ARN")
     timeout_seconds: float = Field(900.0, gt=0, le=900)
     endpoint_url: str | None = Field(None, description="Lambda-compatible endpoint (lambda only)")
+    role_arn: str | None = Field(
+        None,
+        description="The function's execution role, an IAM role ARN: Kinesis and DynamoDB "
+        "Streams records carry it as invokeIdentityArn (default: arn:aws:iam::<the source's "
+        "account>:role/esmd)",
+    )
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role(cls, value: str | None) -> str | None:
+        if value is not None and not is_role_arn(value):
+            raise ValueError(
+                f"must be an IAM role ARN (arn:aws:iam::<account>:role/<name>), got {value!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _exactly_one(self) -> FunctionConfig:
@@ -450,6 +483,27 @@ class EsmdConfig(_Model):
             if found is not None
             else FunctionConfig.model_validate({"lambda": mapping.FunctionName})
         )
+
+    def function_arn(self, mapping: MappingConfig) -> str:
+        """The function's ARN as Lambda puts it in invocation records (requestContext
+        .functionArn) and a context's invoked_function_arn: a ``lambda`` target's own ARN when
+        it is one, else ``arn:aws:lambda:<aws.region>:<aws.account_id>:function:<name>`` (the
+        lambda target's function name, or FunctionName for python and url targets)."""
+        function = self.function_for(mapping)
+        name = function.lambda_ or mapping.FunctionName
+        return lambda_function_arn(name, self.aws.region, self.aws.account_id)
+
+    def invoke_identity_arn(self, mapping: MappingConfig) -> str:
+        """``invokeIdentityArn`` of Kinesis and DynamoDB Streams records: Lambda puts the
+        function's execution role there. The function's ``role_arn`` when set; else a role
+        named ``esmd`` in the source's account (``aws.account_id`` when the source ARN has
+        none)."""
+        configured = self.function_for(mapping).role_arn
+        if configured is not None:
+            return configured
+        source = parse_arn(mapping.EventSourceArn or "")
+        account = account_of(mapping.EventSourceArn) or self.aws.account_id
+        return role_arn(account, partition=source.partition if source else "aws")
 
 
 # --- loading --------------------------------------------------------------------------------

@@ -233,6 +233,74 @@ def test_an_event_source_arn_with_parts_missing_is_named() -> None:
     assert found.startswith("mapping 'orders': EventSourceArn: not a whole ARN")
 
 
+def test_account_id_is_twelve_digits_and_defaults_to_zeros() -> None:
+    assert parse_config({}).aws.account_id == "000000000000"
+    assert parse_config({"aws": {"account_id": "123456789012"}}).aws.account_id == "123456789012"
+    found = problems_of(SQS, aws={"account_id": "12345"})
+    assert len(found) == 1 and found[0].startswith("aws.account_id: ")
+
+
+def test_role_arn_must_be_an_iam_role() -> None:
+    role = "arn:aws:iam::123456789012:role/ingest"
+    config = parse_config({"functions": {"f": {"url": "http://x/", "role_arn": role}}})
+    assert config.functions["f"].role_arn == role
+    (found,) = problems_of(SQS, functions={"f": {"url": "http://x/", "role_arn": "ingest"}})
+    assert found.startswith("functions.f.role_arn: ") and "IAM role ARN" in found
+
+
+def test_function_arn_in_payloads() -> None:
+    config = parse_config(
+        {
+            "aws": {"region": "eu-west-1", "account_id": "111122223333"},
+            "functions": {
+                "local": {"python": "m:f"},
+                "named": {"lambda": "thumbs"},
+                "arn": {"lambda": "arn:aws:lambda:us-east-2:444455556666:function:t:live"},
+                "partial": {"lambda": "444455556666:function:t"},
+            },
+            "mappings": [
+                {**SQS, "Name": n, "FunctionName": n}
+                for n in ("local", "named", "arn", "partial", "unlisted")
+            ],
+        }
+    )
+    arns = [config.function_arn(m) for m in config.mappings]
+    assert arns == [
+        "arn:aws:lambda:eu-west-1:111122223333:function:local",
+        "arn:aws:lambda:eu-west-1:111122223333:function:thumbs",  # the lambda target's name
+        "arn:aws:lambda:us-east-2:444455556666:function:t:live",  # an ARN is kept as given
+        "arn:aws:lambda:eu-west-1:444455556666:function:t",
+        "arn:aws:lambda:eu-west-1:111122223333:function:unlisted",
+    ]
+    default = parse_config({"mappings": [SQS]})
+    assert default.function_arn(default.mappings[0]) == (
+        "arn:aws:lambda:us-east-1:000000000000:function:orders-handler"
+    )
+
+
+def test_invoke_identity_arn_is_the_role_or_esmd_in_the_source_account() -> None:
+    role = "arn:aws:iam::123456789012:role/ingest"
+    ddb = "arn:aws-cn:dynamodb:cn-north-1:444455556666:table/t/stream/x"
+    config = parse_config(
+        {
+            "aws": {"account_id": "111122223333"},
+            "functions": {"with-role": {"url": "http://x/", "role_arn": role}},
+            "mappings": [
+                {**KINESIS, "Name": "a", "FunctionName": "with-role"},
+                {**KINESIS, "Name": "b"},
+                {**KINESIS, "Name": "c", "EventSourceArn": ddb},
+                {**KAFKA, "Name": "d"},  # self-managed Kafka: no source account
+            ],
+        }
+    )
+    assert [config.invoke_identity_arn(m) for m in config.mappings] == [
+        role,
+        "arn:aws:iam::123456789012:role/esmd",
+        "arn:aws-cn:iam::444455556666:role/esmd",
+        "arn:aws:iam::111122223333:role/esmd",
+    ]
+
+
 def test_destination_retry_settings() -> None:
     retry = parse_config({}).retry
     assert (retry.destination_attempts, retry.block_on_destination_failure) == (10, False)
