@@ -97,9 +97,12 @@ async def test_starting_positions(kafka_bootstrap: str, unique: str) -> None:
     topic = f"pos-{unique}"
     await create_topic(kafka_bootstrap, topic, 1)
     await produce_json(kafka_bootstrap, topic, [(0, {"seq": i}) for i in range(50)])
-    await asyncio.sleep(0.05)
-    boundary = time.time()
-    await asyncio.sleep(0.05)
+    # the producer stamps records with the wall clock's whole milliseconds (rounded or not):
+    # a boundary two past now is after every record so far, and records sent once the clock
+    # reaches it are at or after it
+    boundary_ms = int(time.time() * 1000) + 2
+    await wait_for(lambda: time.time() * 1000 >= boundary_ms, 1, "the clock to pass the boundary")
+    boundary = (boundary_ms + 0.5) / 1000  # the mapping truncates to ms: no float rounding down
     await produce_json(kafka_bootstrap, topic, [(0, {"seq": i}) for i in range(50, 100)])
     at, latest = f"at-{unique}", f"latest-{unique}"
     config = {
@@ -128,22 +131,37 @@ async def test_starting_positions(kafka_bootstrap: str, unique: str) -> None:
             ),
         ],
     }
-    async with running_daemon(config) as daemon:
-        latest_mapping = daemon.mappings[1]
+    async with running_daemon(config):
+        # LATEST is resolved once the consumer has its partition, which the test cannot see:
+        # send probes until one reaches the LATEST mapping; what follows must all reach it
+        probes = 0
 
-        def assigned() -> bool:
-            status = latest_mapping.status()["poller"]
-            return bool(status and status["partitions"])
+        async def probe_delivered() -> bool:
+            nonlocal probes
+            if seqs(latest):
+                return True
+            probes += 1
+            await produce_json(kafka_bootstrap, topic, [(0, {"seq": -probes})])
+            return False
 
-        await wait_for(assigned, 30, "the LATEST mapping's partition assignment")
-        await asyncio.sleep(1.0)  # let the consumer resolve its LATEST position
+        await wait_for(probe_delivered, 30, "a probe to reach the LATEST mapping")
         await produce_json(kafka_bootstrap, topic, [(0, {"seq": i}) for i in range(100, 130)])
-        await wait_for(
-            lambda: len(seqs(at)) >= 80 and len(seqs(latest)) >= 30, 30, "both mappings to catch up"
-        )
-        await asyncio.sleep(0.5)
-    assert seqs(at) == list(range(50, 130))
-    assert seqs(latest) == list(range(100, 130))
+
+        async def all_committed() -> bool:
+            for group in (f"g-at-{unique}", f"g-latest-{unique}"):
+                committed, ends = await offsets(kafka_bootstrap, topic, group, 1)
+                if committed != ends:
+                    return False
+            return True
+
+        # once both groups committed the end, nothing more is due: the lists below are final
+        await wait_for(all_committed, 30, "both mappings to commit the end of the topic")
+    sent = [-n for n in range(1, probes + 1)]
+    assert seqs(at) == list(range(50, 100)) + sent + list(range(100, 130))
+    got = seqs(latest)
+    assert got[-30:] == list(range(100, 130))
+    probed = got[:-30]  # the probes sent once LATEST was resolved: the last few, in order
+    assert probed and probed == sent[-len(probed) :], got
 
 
 def free_port() -> int:
@@ -164,7 +182,10 @@ async def test_sigterm_finishes_the_in_flight_batch_commits_and_exits_0(
     async def slow(request: web.Request) -> web.Response:
         event = await request.json()
         first_request.set()
-        await asyncio.sleep(1.0)  # a batch is in flight when SIGTERM comes
+        # a slow function, not a wait of the test's: each batch takes longer than a daemon
+        # needs to act on SIGTERM (its poller notices within one fetch), so the batch in
+        # flight at SIGTERM is the last one it starts
+        await asyncio.sleep(1.0)
         for records in event["records"].values():
             delivered.extend(r["offset"] for r in records)
         return web.json_response({})
@@ -197,15 +218,19 @@ async def test_sigterm_finishes_the_in_flight_batch_commits_and_exits_0(
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
+    ready = (0, "")
+
+    async def all_ready() -> bool:
+        nonlocal ready
+        ready = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz")
+        return ready[0] == 200
+
     try:
         async with asyncio.timeout(60):
             await first_request.wait()
         health = await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/healthz")
-        async with asyncio.timeout(10):  # each worker process reports readiness on its own
-            while (ready := await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/readyz"))[
-                0
-            ] != 200:
-                await asyncio.sleep(0.2)
+        # each worker process reports readiness on its own
+        await wait_for(all_ready, 10, "/readyz to answer 200")
         proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             _, stderr = await proc.communicate()
