@@ -11,6 +11,8 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import structlog
+
 from service.config import FunctionConfig
 
 
@@ -33,6 +35,86 @@ class InvokeResult:
     @property
     def ok(self) -> bool:
         return self.function_error is None and not self.throttled and self.service_error is None
+
+
+#: Invoke API errors that mean "slow down": the call is retried after a throttle backoff
+THROTTLE_ERRORS = frozenset(
+    {"TooManyRequestsException", "EC2ThrottledException", "ThrottlingException"}
+)
+#: Invoke API errors about the request's payload rather than the function or the service:
+#: retrying the same batch cannot help, so they are function errors (bisection, retry limit,
+#: OnFailure destination), as esmd's own check of the 6 MB limit is
+PAYLOAD_ERRORS = frozenset(
+    {
+        "RequestTooLargeException",
+        "SerializedRequestEntityTooLargeException",
+        "InvalidRequestContentException",
+        "UnsupportedMediaTypeException",
+    }
+)
+
+
+def invoke_api_error(code: str, message: str, status: int | None = None) -> InvokeResult:
+    """The result of an error answered by the Invoke API itself (botocore's Error.Code, or the
+    ``x-amzn-ErrorType`` header of a Lambda-compatible endpoint), not by the function.
+
+    Throttling (TooManyRequestsException, 429) is ``throttled``; a payload error is a
+    function error named by its code; every other one (ResourceNotFoundException,
+    AccessDeniedException, KMS*, EC2*/ENI*/Subnet*, EFS*, ServiceException, ResourceConflict,
+    a 5xx without a code, ...) is a ``service_error``: the function did not run, and AWS
+    retries such a batch until its records expire without counting a retry.
+    """
+    code = code.split(":", 1)[0].strip()  # the header may read "Code:http://internal..."
+    if not code or code.isdigit():
+        code = f"HTTP {status}" if status else "Error"
+    body = {"errorMessage": message, "errorType": code}
+    if code in THROTTLE_ERRORS or status == 429:
+        return InvokeResult(body, throttled=True)
+    if code in PAYLOAD_ERRORS:
+        return InvokeResult(body, code)
+    return InvokeResult(body, service_error=code)
+
+
+def unreachable(exc: BaseException) -> InvokeResult:
+    """The endpoint could not be talked to (refused, DNS, a timeout, a dropped connection): a
+    service error named by the exception's type."""
+    kind = type(exc).__name__
+    return InvokeResult({"errorMessage": str(exc) or kind, "errorType": kind}, service_error=kind)
+
+
+class ServiceErrorLog:
+    """Logs a target's service errors once per outage rather than once per call: a warning
+    when they start (or their code changes), debug while the same code repeats, info when
+    the endpoint answers again. The Invoker's retries of one batch, and every lane sharing
+    the target, would otherwise repeat the same line for as long as the outage lasts."""
+
+    def __init__(self, target: str, kind: str) -> None:
+        self._log = structlog.get_logger("esmd.target").bind(function=target, target=kind)
+        self._current: str | None = None
+        self._repeats = 0
+
+    def seen(self, result: InvokeResult) -> InvokeResult:
+        """Note one call's result; returns it unchanged."""
+        code = result.service_error
+        if code is None:
+            if self._current is not None:
+                self._log.info(
+                    "invoke answered again", after=self._current, failed_calls=self._repeats + 1
+                )
+                self._current, self._repeats = None, 0
+            return result
+        error = result.payload.get("errorMessage") if isinstance(result.payload, dict) else None
+        if code != self._current:
+            self._log.warning(
+                "invoke failed before the function ran (service error)",
+                service_error=code,
+                error=str(error)[:300],
+            )
+            self._current, self._repeats = code, 0
+        else:
+            self._repeats += 1
+            self._log.debug("service error again", service_error=code, repeats=self._repeats)
+        return result
 
 
 class Target(Protocol):

@@ -2,10 +2,18 @@
 
 FunctionName may be a name, an ARN or a qualified ARN/alias; ``endpoint_url`` (per function,
 else the ``aws`` section's) points it at any Lambda-compatible endpoint, such as the Lambda
-Runtime Interface Emulator. FunctionError (Handled/Unhandled) is a function error, and so is
-a body that is exactly Lambda's error shape, since the emulator drops the FunctionError header
-(see :func:`service.targets.error_in_body`); TooManyRequestsException is throttling, backed off
-without counting as a failure.
+Runtime Interface Emulator. What comes back:
+
+- FunctionError (Handled/Unhandled) is a function error, and so is a body that is exactly
+  Lambda's error shape, since the emulator drops the FunctionError header (see
+  :func:`service.targets.error_in_body`);
+- TooManyRequestsException (and EC2 throttling) is throttling, backed off without counting
+  as a failure;
+- every other error of the Invoke call itself (ResourceNotFoundException,
+  AccessDeniedException, KMS*, EC2*/ENI*, ServiceException, other 5xx) and every failure to
+  talk to the endpoint (refused, DNS, timeouts, credentials) is a ``service_error``: the
+  function did not run. Payload errors (RequestTooLargeException, ...) stay function errors,
+  since retrying the same batch cannot help (:func:`service.targets.invoke_api_error`).
 """
 
 from __future__ import annotations
@@ -13,15 +21,20 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+import aiohttp
 import orjson
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from service.config import MAX_PAYLOAD_BYTES, FunctionConfig
-from service.targets import InvokeResult, error_in_body
-
-_THROTTLED = {"TooManyRequestsException", "EC2ThrottledException", "ThrottlingException"}
+from service.targets import (
+    InvokeResult,
+    ServiceErrorLog,
+    error_in_body,
+    invoke_api_error,
+    unreachable,
+)
 
 
 class LambdaTarget:
@@ -47,6 +60,7 @@ class LambdaTarget:
         )
         self._stack = contextlib.AsyncExitStack()
         self._client: Any = None
+        self._service_errors = ServiceErrorLog(name, "lambda")
 
     async def _lambda(self) -> Any:
         if self._client is None:
@@ -70,18 +84,25 @@ class LambdaTarget:
                 },
                 "RequestTooLarge",
             )
-        client = await self._lambda()
+        return self._service_errors.seen(await self._call(payload))
+
+    async def _call(self, payload: bytes) -> InvokeResult:
         try:
+            client = await self._lambda()
             resp = await client.invoke(
                 FunctionName=self._function, InvocationType="RequestResponse", Payload=payload
             )
+            async with resp["Payload"] as stream:
+                body = await stream.read()
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in _THROTTLED:
-                return InvokeResult({"errorMessage": str(exc)}, throttled=True)
-            return InvokeResult({"errorMessage": str(exc), "errorType": code}, code or "Error")
-        async with resp["Payload"] as stream:
-            body = await stream.read()
+            error = exc.response.get("Error", {})
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return invoke_api_error(
+                str(error.get("Code", "")), str(error.get("Message") or exc), status
+            )
+        except (BotoCoreError, aiohttp.ClientError, OSError) as exc:
+            # refused, DNS, connect or read timeouts, a dropped connection, no credentials
+            return unreachable(exc)
         try:
             result = orjson.loads(body) if body else None
         except orjson.JSONDecodeError:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.arns import lambda_function_arn
 from service.config import FunctionConfig
 from service.targets import InvokeResult
 
@@ -64,14 +65,22 @@ def error_body(exc: BaseException, request_id: str) -> dict[str, Any]:
 
 class PythonTarget:
     def __init__(
-        self, name: str, config: FunctionConfig, *, region: str = "us-east-1", **_: Any
+        self,
+        name: str,
+        config: FunctionConfig,
+        *,
+        region: str = "us-east-1",
+        function_arn: str | None = None,
+        **_: Any,
     ) -> None:
+        """``function_arn``: the context's invoked_function_arn (EsmdConfig.function_arn);
+        by default one in the region under esmd's default account."""
         assert config.python is not None
         self.name = name
         self._handler = load_handler(config.python)
         self._is_async = inspect.iscoroutinefunction(self._handler)
         self._timeout = config.timeout_seconds
-        self._arn = f"arn:aws:lambda:{region}:000000000000:function:{name}"
+        self._arn = function_arn or lambda_function_arn(name, region)
 
     async def invoke(self, event: dict[str, Any]) -> InvokeResult:
         context = LambdaContext(
