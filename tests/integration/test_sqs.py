@@ -182,7 +182,8 @@ async def test_slow_handler_gets_no_duplicate_past_the_visibility_timeout(
     await send(sqs, url, [{"seq": i} for i in range(20)])
     async with running_daemon(config(elasticmq_endpoint, fn, "slow", arn)):
         await wait_for(lambda: len(sqs_handlers.seen[fn]) >= 20, 60, "20 slow messages")
-        await asyncio.sleep(3)  # a duplicate would have arrived by now
+        # once every message is deleted none can come back: a duplicate, received when its
+        # visibility lapsed, would have kept the queue non-empty until its own invoke ended
         await wait_for(lambda: queue_empty(sqs, url), 10, "the queue to empty")
     assert sorted(b["seq"] for b in sqs_handlers.seen[fn]) == list(range(20))
     receive_counts = {
