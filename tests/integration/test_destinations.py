@@ -2,7 +2,8 @@
 raises on chosen records of a Kafka topic on the real broker; after bisection and retries
 those records reach the destination (moto_server SQS, SNS to an SQS subscription, S3, or a
 Kafka topic on the broker) as AWS's invocation record, every other record is delivered, and
-the group's committed offsets move past all of them."""
+the group's committed offsets move past all of them; and a destination that keeps refusing
+is given up on after its attempts, the offsets moving on all the same."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import orjson
 import pytest
 from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client.parser import text_string_to_metric_families
 
-from service.config import MappingConfig
+from service.config import MappingConfig, RetryConfig
 from tests import aws_examples as aws
 from tests.integration.kafka_helpers import (
     create_topic,
@@ -212,6 +214,66 @@ async def test_failed_records_reach_the_destination_and_the_offsets_move_on(
             r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d-[0-9a-f-]{36}"
         )
         assert all(re.fullmatch(layout, key) for key in S3_KEYS[name]), S3_KEYS[name]
+
+
+async def test_a_destination_that_keeps_refusing_is_given_up_on_and_the_offsets_move_on(
+    kafka_bootstrap: str, moto_endpoint: str, unique: str, handler: tuple[str, Path]
+) -> None:
+    """The destination is an S3 bucket that does not exist: each failed record's invocation
+    record is refused retry.destination_attempts times (the default), then the mapping moves
+    on, as AWS's does, with every refusal counted in
+    esm_errors_total{kind="on_failure_destination"}."""
+    endpoint, out = handler
+    topic, group, name = f"refused-{unique}", f"g-{unique}", f"esmd-refused-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    await produce_json(
+        kafka_bootstrap, topic, [(0, {"seq": i, "fail": i in FAILING}) for i in range(N)]
+    )
+    mapping = kafka_mapping(
+        name,
+        kafka_bootstrap,
+        topic,
+        group,
+        FunctionName="fn",
+        BatchSize=4,
+        MaximumBatchingWindowInSeconds=0,
+        MaximumRetryAttempts=1,
+        BisectBatchOnFunctionError=True,
+        DestinationConfig={"OnFailure": {"Destination": f"arn:aws:s3:::no-such-bucket-{unique}"}},
+    )
+    config = {
+        "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
+        "retry": {"initial_backoff_seconds": 0.02, "max_backoff_seconds": 0.1},
+        "functions": {"fn": {"lambda": "function", "endpoint_url": endpoint}},
+        "mappings": [mapping],
+    }
+    async with running_daemon(config) as daemon:
+
+        async def all_committed() -> bool:
+            committed, ends = await offsets(kafka_bootstrap, topic, group, 1)
+            return committed == ends == {0: N}
+
+        await wait_for(all_committed, 60, "the committed offset to pass every record")
+        host, port = daemon.address
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://{host}:{port}/metrics") as resp,
+        ):
+            page = await resp.text()
+
+    assert set(delivered(out)) == set(range(N)) - FAILING
+    metrics = scrape(page, name)
+    assert metrics.get("esm_on_failure_destination_delivered_events_total", 0) == 0
+    refusals = sum(
+        s.value
+        for family in text_string_to_metric_families(page)
+        for s in family.samples
+        if s.name == "esm_errors_total"
+        and s.labels.get("mapping") == name
+        and s.labels.get("kind") == "on_failure_destination"
+    )
+    # bisection isolates each failing record: one invocation record each, refused each time
+    assert refusals == RetryConfig().destination_attempts * len(FAILING)
 
 
 def check_records(kind: str, records: list[dict[str, Any]], topic: str, bootstrap: str) -> set[int]:
