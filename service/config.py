@@ -184,9 +184,8 @@ class FunctionConfig(_Model):
     endpoint_url: str | None = Field(None, description="Lambda-compatible endpoint (lambda only)")
     role_arn: str | None = Field(
         None,
-        description="The function's execution role, an IAM role ARN: Kinesis and DynamoDB "
-        "Streams records carry it as invokeIdentityArn (default: arn:aws:iam::<the source's "
-        "account>:role/esmd)",
+        description="The function's execution role, an IAM role ARN: Kinesis records carry it "
+        "as invokeIdentityArn (default: arn:aws:iam::<the stream's account>:role/esmd)",
     )
 
     @field_validator("role_arn")
@@ -494,10 +493,10 @@ class EsmdConfig(_Model):
         return lambda_function_arn(name, self.aws.region, self.aws.account_id)
 
     def invoke_identity_arn(self, mapping: MappingConfig) -> str:
-        """``invokeIdentityArn`` of Kinesis and DynamoDB Streams records: Lambda puts the
-        function's execution role there. The function's ``role_arn`` when set; else a role
-        named ``esmd`` in the source's account (``aws.account_id`` when the source ARN has
-        none)."""
+        """``invokeIdentityArn`` of Kinesis records (DynamoDB Streams records have no such
+        field): Lambda puts the function's execution role there. The function's ``role_arn``
+        when set; else a role named ``esmd`` in the source's account (``aws.account_id`` when
+        the source ARN has none)."""
         configured = self.function_for(mapping).role_arn
         if configured is not None:
             return configured
