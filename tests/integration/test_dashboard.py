@@ -17,7 +17,6 @@ or feature shows as exactly the panels it leaves empty.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
@@ -164,6 +163,18 @@ async def query_range(
     return [float(v) for series in body["data"]["result"] for _, v in series["values"]]
 
 
+async def scrapes_since(
+    session: aiohttp.ClientSession, endpoint: str, instance: str, since: float
+) -> int:
+    """How many times Prometheus has scraped ``instance`` since the wall-clock time ``since``."""
+    window_ms = max(1, int((time.time() - since) * 1000))
+    query = f'count_over_time(up{{instance="{instance}"}}[{window_ms}ms])'
+    async with session.get(f"{endpoint}/api/v1/query", params={"query": query}) as resp:
+        body = await resp.json()
+    assert body["status"] == "success", f"{query}: {body}"
+    return sum(int(float(series["value"][1])) for series in body["data"]["result"])
+
+
 def moved(values: list[float]) -> bool:
     return any(math.isfinite(v) and v > 0 for v in values)
 
@@ -201,8 +212,13 @@ def keep_filter(payload_key: str) -> dict[str, Any]:
 
 
 def sample(daemon: Daemon, name: str, mapping: str, source: str) -> float:
-    labels = {"mapping": mapping, "source": source}
-    return daemon.metrics.registry.get_sample_value(name, labels) or 0
+    """A sample's value for one mapping, summed over any other label (esm_errors_total: kind)."""
+    return sum(
+        s.value
+        for family in daemon.metrics.registry.collect()
+        for s in family.samples
+        if s.name == name and (s.labels.get("mapping"), s.labels.get("source")) == (mapping, source)
+    )
 
 
 async def test_every_dashboard_query_returns_data(
@@ -305,7 +321,15 @@ async def test_every_dashboard_query_returns_data(
                     return bool(await query_range(http, prometheus_endpoint, query, started))
 
                 await wait_for(up, 15, f"Prometheus to scrape the daemon on {instance}")
-                # traffic only now, so scrapes see the counters move and the backlog form
+
+                async def scraped_twice(since: float) -> None:
+                    async def twice() -> bool:
+                        return await scrapes_since(http, prometheus_endpoint, instance, since) >= 2
+
+                    await wait_for(twice, 15, f"two scrapes of {instance}")
+
+                # traffic only now, so scrapes see the counters move and the backlog form: two
+                # scrapes after each wave, before the next
                 for wave in range(WAVES):
                     values = records(wave * WAVE, WAVE)
                     await produce_json(
@@ -315,7 +339,7 @@ async def test_every_dashboard_query_returns_data(
                         await send_sqs(sqs, queue_url, records(0, SQS_MESSAGES, SQS_FAIL_EVERY))
                         if stream_arn is not None:
                             await put_kinesis(moto_endpoint, names["kinesis"], records(0, 500))
-                    await asyncio.sleep(2)
+                    await scraped_twice(time.time())
 
                 total = WAVES * WAVE
 
@@ -333,27 +357,34 @@ async def test_every_dashboard_query_returns_data(
                     )
 
                 await wait_for(drained, 40, "the Kafka topic committed and the SQS queue deleted")
+                # the drained counters reach Prometheus with the next scrapes
+                await scraped_twice(time.time())
                 mine = [names[k] for k in names if k != "kinesis" or stream_arn is not None]
-                queries = dashboard_queries()
+                pending = dashboard_queries()
 
-                async def empty() -> list[str]:
-                    out = []
-                    for title, expr in queries:
+                async def every_query_has_data() -> bool:
+                    """Queries that returned data keep it (the range starts at ``started``):
+                    ask again only those still empty."""
+                    for title, expr in list(pending):
                         values = await query_range(
                             http, prometheus_endpoint, render(expr, mine), started
                         )
-                        if not moved(values):
-                            out.append(f"{title}: {expr}")
-                    return out
+                        if moved(values):
+                            pending.remove((title, expr))
+                    return not pending
 
-                # the last scrapes land within a couple of seconds; give them that long
-                deadline = time.monotonic() + 8
-                missing = await empty()
-                while missing and time.monotonic() < deadline:
-                    await asyncio.sleep(1)
-                    missing = await empty()
-    hint = "" if stream_arn else "\n(no Kinesis source in service.sources.SOURCES: no stream ran)"
-    assert not missing, "dashboard queries without data:\n" + "\n".join(missing) + hint
+                try:
+                    await wait_for(every_query_has_data, 10, "every query to return data")
+                except AssertionError as exc:  # the cause: a timeout, or a query that failed
+                    hint = (
+                        ""
+                        if stream_arn
+                        else "\n(no Kinesis source in service.sources.SOURCES: no stream ran)"
+                    )
+                    missing = [f"{title}: {expr}" for title, expr in pending]
+                    raise AssertionError(
+                        "dashboard queries without data:\n" + "\n".join(missing) + hint
+                    ) from exc
 
 
 # --- Kinesis (once the source exists) ------------------------------------------------------
