@@ -69,16 +69,18 @@ class BatchBuilder:
         self._last_position = position
         return len(self._records) >= self.max_records
 
-    def fill(self, kept: list[tuple[dict[str, Any], int, int]], start: int) -> int:
-        """Add ``(record, size, position)`` items from ``kept[start:]`` until the batch is full
-        or the next one would pass the byte cap; return the index of the first not added.
+    def fill(
+        self, kept: list[tuple[dict[str, Any], int, int]], start: int, stop: int | None = None
+    ) -> int:
+        """Add ``(record, size, position)`` items from ``kept[start:stop]`` until the batch is
+        full or the next one would pass the byte cap; return the index of the first not added.
 
         The bulk form of ``fits``/``add`` for the hot path: one call per chunk, not per record.
         """
         records = self._records
         room = self.max_records - len(records)
         budget = self.max_bytes - self.envelope_bytes - self._bytes
-        end = min(len(kept), start + room)
+        end = min(len(kept) if stop is None else stop, start + room)
         i = start
         if not records and i < end:  # the first record always fits, however large
             self._opened_at = self.clock()

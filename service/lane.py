@@ -1,32 +1,43 @@
-"""Lane: the ordered path of one partition (or shard, or message group) through the pipeline.
+"""Lane: the one path records take from a source to the target, for every source kind.
 
-A lane takes raw records from its poller in source order, lets the source's codec turn them
-into Lambda records and filter them, batches the kept ones, and invokes one batch at a time,
-so records of a lane reach the target in order with at most one batch in flight. Lanes of a
-mapping run concurrently.
+A lane takes raw records from its poller in source order, lets the source's codec convert and
+filter them, batches the kept ones (:class:`BatchBuilder`) and hands each batch to the
+:class:`Invoker`, which applies every delivery rule. Lanes differ only in how many batches
+they may have in flight:
 
-``done_upto`` is the lane's checkpoint: every record before that position was delivered,
-filtered out, or given up on (and accepted by the OnFailure destination when there is one);
-nothing at or after it was acknowledged. The poller commits it. Retries, record age, partial
-batch responses and bisection happen inside :meth:`Invoker.process`, so a batch leaves the
-lane only settled or abandoned, never half-done.
+- **ordered** (a Kafka partition, a stream shard's key share, a FIFO message group): one batch
+  at a time, so records reach the target in order;
+- **unordered** (a standard SQS queue, an MQ queue): as many batches as ``slots`` (the
+  mapping's MaximumConcurrency) allows.
+
+Acknowledging is the source's business, in one of two ways. Position sources (Kafka,
+streams) read :attr:`Lane.done_upto`: every record before it was delivered, filtered out or
+given up on (and accepted by the OnFailure destination); nothing at or after it was
+acknowledged. Message sources (SQS, MQ) get an :class:`Acker`, told which records were
+filtered out, which batch settled (and which of its records were released back to the
+source), and which were abandoned by a stop.
+
+With a :class:`~service.windows.TumblingWindow` (Kinesis, DynamoDB Streams), batches do not
+span windows, each invocation carries the window's ``state``, and a final invocation closes
+the window; its records stay pending until then.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from service.batching import Batch, BatchBuilder, CloseReason
-from service.invoke import Invoker, Outcome
+from service.invoke import Abandoned, Invoker, Record
 from service.metrics import MappingMetrics
 
 if TYPE_CHECKING:
     from service.filters import FilterCriteria
+    from service.windows import TumblingWindow
 
 #: (Lambda record, its size in the event JSON, its position)
 Kept = tuple[dict[str, Any], int, int]
@@ -39,15 +50,35 @@ class Codec(Protocol):
 
     def decode(
         self, raws: Sequence[Any], filters: FilterCriteria | None
-    ) -> tuple[list[Kept], int, int]:
-        """Convert a chunk: (kept records, number filtered out, position after the chunk)."""
+    ) -> tuple[list[Kept], list[Any], int]:
+        """Convert a chunk: (kept records, the raws filtered out, position after the chunk)."""
         ...
 
-    def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]: ...
+    def position(self, raw: Any) -> int:
+        """A raw record's position in the lane (offset, ordinal)."""
+        ...
+
+    def make_event(self, records: list[Record]) -> dict[str, Any]: ...
+
+
+class Acker(Protocol):
+    """How a message source (SQS, MQ) acknowledges; position sources read ``done_upto``."""
+
+    def filtered(self, raws: list[Any]) -> None:
+        """Filtered out: acknowledge (SQS: delete)."""
+        ...
+
+    def settled(self, records: list[Record], released: list[Record]) -> None:
+        """A batch settled: acknowledge all but ``released``, which go back to the source."""
+        ...
+
+    def abandoned(self, records: list[Any]) -> None:
+        """Never invoked or not settled before a stop: give back unacknowledged."""
+        ...
 
 
 class LaneStopped(Exception):
-    """Unwinds a lane whose in-flight batch was abandoned by a stop."""
+    """Unwinds an ordered lane whose in-flight batch was abandoned by a stop."""
 
 
 class Lane:
@@ -60,22 +91,38 @@ class Lane:
         invoker: Invoker,
         metrics: MappingMetrics,
         *,
+        acker: Acker | None = None,
+        ordered: bool = True,
+        slots: asyncio.Semaphore | None = None,
+        fifo: bool = False,
+        window: TumblingWindow | None = None,
         max_queued: int = 20_000,
         on_backpressure: Callable[[bool], None] = lambda paused: None,
+        on_settled: Callable[[], None] = lambda: None,
+        before_batch: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.key = key
-        self.done_upto: int | None = None
         self._codec = codec
         self._filters = filters
         self._builder = builder
         self._invoker = invoker
         self._metrics = metrics
+        self._acker = acker
+        self._ordered = ordered
+        self._slots = slots
+        self._fifo = fifo  # a released record releases everything queued behind it
+        self._window = window
         self._max_queued = max_queued
         self._on_backpressure = on_backpressure
+        self._on_settled = on_settled
+        self._before_batch = before_batch
         self._chunks: collections.deque[Sequence[Any]] = collections.deque()
+        self._chunk_starts: collections.deque[int] = collections.deque()
         self._queued = 0
         self._paused = False
         self._consumed_upto: int | None = None
+        self._inflight_first: int | None = None
+        self._inflight: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -85,8 +132,12 @@ class Lane:
 
     def put(self, raws: Sequence[Any]) -> None:
         if self._stopping or not raws:
+            if raws and self._acker is not None:
+                self._acker.abandoned(list(raws))
             return  # not acknowledged: the next owner of the lane reads them again
         self._chunks.append(raws)
+        if self._ordered:
+            self._chunk_starts.append(self._codec.position(raws[0]))
         self._queued += len(raws)
         self._wakeup.set()
         if not self._paused and self._queued >= self._max_queued:
@@ -97,22 +148,73 @@ class Lane:
     def queued(self) -> int:
         return self._queued
 
+    @property
+    def paused(self) -> bool:
+        """Over ``max_queued``: the poller should stop reading for this lane."""
+        return self._paused
+
+    def failure(self) -> BaseException | None:
+        """The exception the lane died of (a bug), if it did."""
+        task = self._task
+        if task is None or not task.done() or task.cancelled():
+            return None
+        return task.exception()
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued, batched or in flight: the lane may be retired."""
+        return (
+            not self._chunks
+            and not len(self._builder)
+            and self._inflight_first is None
+            and not self._inflight
+            and (self._window is None or self._window.first is None)
+        )
+
+    def first_pending(self) -> int | None:
+        """Position of the first record not yet settled; None when everything put is."""
+        candidates = [
+            p
+            for p in (
+                self._inflight_first,
+                self._window.first if self._window is not None else None,
+                self._builder.first_position,
+                self._chunk_starts[0] if self._chunk_starts else None,
+            )
+            if p is not None
+        ]
+        return min(candidates) if candidates else None
+
+    @property
+    def done_upto(self) -> int | None:
+        """The lane's checkpoint (ordered lanes): every record before it is settled."""
+        first = self.first_pending()
+        return first if first is not None else self._consumed_upto
+
     # --- running ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name=f"lane {self.key}")
 
     async def stop(self, grace: float) -> None:
-        """Stop taking records; let the in-flight batch finish for up to ``grace`` seconds."""
+        """Stop taking records; let in-flight batches finish for up to ``grace`` seconds;
+        give back what was never settled."""
         self._stopping = True
         self._wakeup.set()
-        if self._task is None:
-            return
-        done, _ = await asyncio.wait({self._task}, timeout=grace)
-        if not done:
-            self._log.warning("abandoning in-flight batch", grace=grace)
-            self._task.cancel("lane stop: grace period over")
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = {t for t in (self._task, *self._inflight) if t is not None}
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            if pending:
+                self._log.warning("abandoning in-flight batch", grace=grace)
+                for task in pending:
+                    task.cancel("lane stop: grace period over")
+                await asyncio.gather(*pending, return_exceptions=True)
+        if self._acker is not None:
+            leftovers = [r for chunk in self._chunks for r in chunk]
+            leftovers += self._builder.flush("stop").records
+            self._chunks.clear()
+            if leftovers:
+                self._acker.abandoned(leftovers)
 
     async def _run(self) -> None:
         try:
@@ -129,6 +231,8 @@ class Lane:
 
     def _take(self) -> Sequence[Any]:
         chunk = self._chunks.popleft()
+        if self._ordered:
+            self._chunk_starts.popleft()
         self._queued -= len(chunk)
         if self._paused and self._queued <= self._max_queued // 2:
             self._paused = False
@@ -137,48 +241,134 @@ class Lane:
 
     async def _wait_for_records(self) -> None:
         timeout = self._builder.until_next()
+        window = self._window
+        if window is not None and window.start is not None:
+            end = window.until_end()
+            timeout = end if timeout is None else min(timeout, end)
         self._wakeup.clear()
         try:
             async with asyncio.timeout(timeout):
                 await self._wakeup.wait()
         except TimeoutError:
-            await self._invoke(self._builder.flush("window"))
-            self._settle()
+            if len(self._builder):
+                await self._invoke(self._builder.flush("window"))
+            if window is not None and window.over():
+                await self._close_window()
 
     async def _process(self, raws: Sequence[Any]) -> None:
         kept, filtered, end = self._codec.decode(raws, self._filters)
-        self._metrics.polled.inc(len(raws))
         if filtered:
-            self._metrics.filtered_out.inc(filtered)
+            self._metrics.filtered_out.inc(len(filtered))
+            if self._acker is not None:
+                self._acker.filtered(filtered)
+        if self._window is not None:
+            await self._fill_windowed(kept)
+        else:
+            await self._fill(kept, 0, len(kept))
+        if self._ordered:
+            # only now: a stop while filling leaves the unbatched rest unacknowledged
+            self._consumed_upto = end
         builder = self._builder
-        i, n = 0, len(kept)
+        if len(builder) and builder.until_next() == 0:
+            await self._invoke(builder.flush("window"))
+
+    async def _fill(self, kept: list[Kept], i: int, n: int) -> None:
+        builder = self._builder
         while i < n:
-            i = builder.fill(kept, i)
+            i = builder.fill(kept, i, n)
             if builder.full:
                 await self._invoke(builder.flush("size"))
             elif i < n:
                 await self._invoke(builder.flush("bytes"))
-        self._consumed_upto = end
-        self._settle()
-        if builder.until_next() == 0:
-            await self._invoke(builder.flush("window"))
-            self._settle()
 
-    def _settle(self) -> None:
-        """Everything consumed is done, except the open batch."""
-        first = self._builder.first_position
-        self.done_upto = first if first is not None else self._consumed_upto
+    async def _fill_windowed(self, kept: list[Kept]) -> None:
+        """Batch run by run of records in the same tumbling window; a record of a later
+        window closes the open one first."""
+        window = self._window
+        assert window is not None
+        i, n = 0, len(kept)
+        while i < n:
+            starts = window.window_of(kept[i][0])
+            if window.start is not None and starts != window.start:
+                if len(self._builder):
+                    await self._invoke(self._builder.flush("window"))
+                await self._close_window()
+            if window.start is None:
+                window.open(starts, kept[i][2])
+            end = window.run_end(kept, i, n)
+            await self._fill(kept, i, end)
+            i = end
+
+    async def _close_window(self) -> None:
+        window = self._window
+        assert window is not None
+        await self._invoke(Batch([], window.first or 0, window.first or 0, 0, "window"))
+        window.reset()
+
+    # --- invoking -------------------------------------------------------------------------
 
     async def _invoke(self, batch: Batch) -> None:
         if self._stopping:
+            if self._acker is not None:
+                self._acker.abandoned(batch.records)
             raise LaneStopped
-        self.done_upto = batch.first_position
-        self._metrics.batch_closed(len(batch), batch.reason)
-        if await self._invoker.process(batch) is Outcome.ABANDONED:
-            raise LaneStopped
-        self.done_upto = batch.last_position + 1
-        if self._consumed_upto is None or self._consumed_upto < self.done_upto:
-            self._consumed_upto = self.done_upto
+        if batch.records:
+            self._metrics.batch_closed(len(batch), batch.reason)
+        if self._ordered:
+            # pending from now, before any wait: the batch has left the builder
+            self._inflight_first = batch.first_position
+            if self._before_batch is not None:
+                await self._before_batch()
+            if self._slots is None:
+                await self._deliver(batch)
+            else:
+                async with self._slots:
+                    await self._deliver(batch)
+            return
+        if self._slots is not None:
+            await self._slots.acquire()
+        task = asyncio.create_task(self._deliver(batch))
+        self._inflight.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._inflight.discard(task)
+        if self._slots is not None:
+            self._slots.release()
+
+    async def _deliver(self, batch: Batch) -> None:
+        window = self._window
+        extra = window.extra(final=not batch.records) if window is not None else None
+        try:
+            settlement = await self._invoker.process(batch, extra)
+        except Abandoned:
+            if self._acker is not None:
+                self._acker.abandoned(batch.records)
+            if self._ordered:
+                raise LaneStopped from None
+            return
+        if window is not None:
+            window.took(settlement.payload)
+        released = settlement.released
+        if released and self._fifo:
+            released = released + self._release_queued()
+        if self._acker is not None:
+            self._acker.settled(batch.records, released)
+        if self._ordered:
+            self._inflight_first = None
+            if self._consumed_upto is None or self._consumed_upto <= batch.last_position:
+                self._consumed_upto = batch.last_position + 1
+        self._on_settled()
+
+    def _release_queued(self) -> list[Any]:
+        """FIFO: a group whose batch failed gives back everything queued behind it, so no
+        later message of the group is invoked before the failed one."""
+        rest = [r for chunk in self._chunks for r in chunk]
+        rest += self._builder.flush("stop").records
+        self._chunks.clear()
+        self._chunk_starts.clear()
+        self._queued = 0
+        return rest
 
 
-__all__ = ["CloseReason", "Codec", "Kept", "Lane", "LaneStopped"]
+__all__ = ["Acker", "CloseReason", "Codec", "Kept", "Lane", "LaneStopped"]

@@ -14,16 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import structlog
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 
-from service.batching import BatchBuilder
 from service.config import EsmdConfig, MappingConfig, SourceKind
+from service.context import MappingContext
 from service.destinations import (
     DestinationContext,
     FailedBatch,
@@ -34,16 +30,11 @@ from service.destinations import (
 from service.destinations.records import Failure
 from service.destinations.sender import OnFailureSender
 from service.filters import FilterCriteria
-from service.invoke import Backoff, ErrorHandling, Invoker
-from service.lane import Codec, Lane
+from service.invoke import Backoff, ErrorPolicy
 from service.metrics import MappingMetrics, Metrics
-from service.sources import Poller, make_poller
+from service.sources import Poller, SourceEntry, make_poller, source_entry
 from service.targets import Target, make_target
-from service.traits import traits_for
 from service.workers import SOLO, Worker
-
-#: AWS: a Kafka mapping with an OnFailure destination and infinite retries retries 10 times
-KAFKA_RETRIES_WITH_DESTINATION = 10
 
 
 class State(enum.StrEnum):
@@ -99,6 +90,7 @@ class Mapping:
             function,
             region=self.esmd.aws.region,
             endpoint_url=self.esmd.aws.endpoint_for("lambda"),
+            function_arn=self.esmd.function_arn(self.config),
         )
         backoff = Backoff(1.0, 30.0)
         failures = 0
@@ -108,7 +100,7 @@ class Mapping:
                 try:
                     if self.source_info is None:
                         await self._open_on_failure()
-                    self.poller = make_poller(self)
+                    self.poller = make_poller(self.context())
                     self.state = State.ENABLED
                     await self.poller.run()
                     failures = 0
@@ -133,75 +125,76 @@ class Mapping:
         if self.poller is not None:
             self.poller.stop()
 
-    # --- what pollers use -----------------------------------------------------------------
+    # --- what the source gets --------------------------------------------------------------
 
-    def require_target(self) -> Target:
-        """The target; pollers are made after it, in ``run``."""
+    def context(self) -> MappingContext:
+        """The part of the mapping its source uses; the target exists (made in ``run``)."""
         assert self.target is not None, "the target is created before the poller"
-        return self.target
+        return MappingContext(
+            config=self.config,
+            esmd=self.esmd,
+            metrics=self.metrics,
+            target=self.target,
+            policy=self.error_policy(),
+            filters=self.filters,
+            worker=self.worker,
+            stopping=self._stopping,
+            iterator_age=self.source.iterator_age,
+        )
 
-    def new_lane(self, key: str, codec: Codec, *, on_backpressure: Callable[[bool], None]) -> Lane:
-        cfg = self.config
-        assert self.target is not None
-        invoker = Invoker(
-            self.target,
-            codec.make_event,
-            self.metrics,
-            self.esmd.retry,
-            self.max_retry_attempts,
-            self._stopping,
-            errors=self.error_handling(),
-        )
-        builder = BatchBuilder(cfg.batch_size, cfg.batching_window_seconds, codec.envelope_bytes)
-        return Lane(
-            key,
-            codec,
-            self.filters,
-            builder,
-            invoker,
-            self.metrics,
-            max_queued=max(10_000, 4 * cfg.batch_size),
-            on_backpressure=on_backpressure,
-        )
+    @property
+    def source(self) -> SourceEntry:
+        return source_entry(self.config.source_kind, self.name)
 
     # --- errors and the OnFailure destination ---------------------------------------------
 
     @property
     def max_retry_attempts(self) -> int:
-        """MaximumRetryAttempts, except that AWS caps a Kafka mapping with an OnFailure
-        destination and infinite retries at 10."""
+        """MaximumRetryAttempts, except where AWS caps infinite retries with an OnFailure
+        destination (Kafka: 10)."""
         cfg = self.config
-        if cfg.MaximumRetryAttempts < 0 and cfg.source_kind.is_kafka and cfg.on_failure_destination:
-            return KAFKA_RETRIES_WITH_DESTINATION
+        capped = self.source.retries_with_destination
+        if cfg.MaximumRetryAttempts < 0 and capped is not None and cfg.on_failure_destination:
+            return capped
         return cfg.MaximumRetryAttempts
 
-    def error_handling(self) -> ErrorHandling:
-        """The lane's settings for retries, record age, partial failures and bisection."""
+    def error_policy(self) -> ErrorPolicy:
+        """The source kind's rules with this mapping's settings (see service/invoke.py)."""
         cfg = self.config
+        entry = self.source
         age = cfg.MaximumRecordAgeInSeconds
-        return ErrorHandling(
+        policy = ErrorPolicy(
+            traits=entry.traits,
             give_up=self._give_up,
-            traits=traits_for(cfg.source_kind),
+            redelivery=entry.redelivery,
+            max_retries=self.max_retry_attempts,
             bisect=cfg.BisectBatchOnFunctionError,
             max_record_age=float(age) if age > 0 else None,
             report_item_failures=cfg.reports_batch_item_failures,
+            oversize=entry.oversize,
         )
+        return policy
 
     async def send_to_on_failure(
         self, records: list[dict[str, Any]], failure: Failure, *, shard_id: str | None = None
     ) -> bool:
-        """Send AWS's invocation record for these records to the OnFailure destination,
-        retrying until it is accepted; True once it was (and counted delivered). False when
-        the mapping has no destination: the caller counts them dropped. Raises
-        DestinationUnavailable when the mapping stops first: do not move past the records."""
+        """Send AWS's invocation record for these records to the OnFailure destination;
+        True once it was accepted (and counted delivered). False when the mapping has no
+        destination, or the destination refused ``retry.destination_attempts`` sends: the
+        caller counts them dropped. Raises DestinationUnavailable when the mapping stops
+        first: do not move past the records."""
         if self.on_failure is None or self.source_info is None:
             return False
-        await self.on_failure.send(FailedBatch(records, failure, self.source_info, shard_id))
-        return True
+        return await self.on_failure.send(
+            FailedBatch(records, failure, self.source_info, shard_id)
+        )
 
-    async def _give_up(self, records: list[dict[str, Any]], failure: Failure) -> None:
-        """Records given up on by a lane: to the OnFailure destination, else dropped."""
-        if await self.send_to_on_failure(records, failure):
+    async def _give_up(
+        self, records: list[dict[str, Any]], failure: Failure, shard_id: str | None = None
+    ) -> None:
+        """Records given up on by a lane: to the OnFailure destination, else dropped.
+        ``shard_id``: the stream shard they came from (invocation records name it)."""
+        if await self.send_to_on_failure(records, failure, shard_id=shard_id):
             return
         self.metrics.dropped.inc(len(records))
         self._log.error(
@@ -226,6 +219,8 @@ class Mapping:
             self.metrics,
             self._stopping,
             Backoff(self.esmd.retry.initial_backoff_seconds, self.esmd.retry.max_backoff_seconds),
+            attempts=self.esmd.retry.destination_attempts,
+            block=self.esmd.retry.block_on_destination_failure,
         )
         await sender.open()
         self.on_failure = sender
@@ -239,19 +234,8 @@ class Mapping:
         if cfg.source_kind is SourceKind.MSK and cfg.on_failure_destination:
             from service.sources.kafka import msk_bootstrap_servers
 
-            return await msk_bootstrap_servers(self)
+            return await msk_bootstrap_servers(cfg, self.esmd.aws)
         return [], False
-
-    def aws_client(self, service: str, connections: int = 10) -> AbstractAsyncContextManager[Any]:
-        """An aiobotocore client for this mapping. `connections` sizes its HTTP pool: a source
-        whose long polls hold connections must leave room for its deletes and checkpoints."""
-        aws = self.esmd.aws
-        return get_session().create_client(  # type: ignore[no-any-return]
-            service,
-            region_name=aws.region,
-            endpoint_url=aws.endpoint_for(service),
-            config=AioConfig(max_pool_connections=connections),
-        )
 
     def status(self) -> dict[str, Any]:
         return {
@@ -267,17 +251,10 @@ class Mapping:
 def _source_info(mapping: Mapping, servers: list[str]) -> SourceInfo:
     cfg = mapping.config
     kind = cfg.source_kind
-    function = mapping.esmd.function_for(cfg)
-    name = function.lambda_ or cfg.FunctionName
-    arn = (
-        name
-        if name.startswith("arn:")
-        else f"arn:aws:lambda:{mapping.esmd.aws.region}:000000000000:function:{name}"
-    )
     return SourceInfo(
         kind="kafka" if kind.is_kafka else kind.value,
         mapping_uuid=cfg.uuid,
-        function_arn=arn,
+        function_arn=mapping.esmd.function_arn(cfg),
         event_source_arn=cfg.EventSourceArn,
         bootstrap_servers=",".join(servers),
         event_source="aws:kafka" if kind is SourceKind.MSK else "SelfManagedKafka",

@@ -5,10 +5,11 @@ MaximumRecordAgeInSeconds) and how a ReportBatchItemFailures response names them
   ``{"partition": "<topic>-<partition>", "offset": <offset>}`` (Powertools' KafkaItemIdentifier).
 - Kinesis: ``kinesis.approximateArrivalTimestamp``; ``itemIdentifier`` is the sequence number.
 - DynamoDB Streams: ``dynamodb.ApproximateCreationDateTime``; the ``SequenceNumber``.
+- SQS: no record age (the queue's retention applies); ``itemIdentifier`` is the ``messageId``.
 
-For streams and Kafka AWS retries from the *lowest* failed record: everything before it
-succeeded. An identifier that is missing, empty, malformed or not in the batch fails the
-whole batch; no ``batchItemFailures`` (or an empty list) is complete success.
+One parser for every source (:meth:`RecordTraits.failed_indexes`), AWS's rules: no response,
+no ``batchItemFailures``, ``null`` or an empty list is complete success; an identifier that is
+missing, empty, malformed or not in the batch fails the whole batch.
 """
 
 from __future__ import annotations
@@ -17,34 +18,39 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any
 
-from service.config import SourceKind
+
+def _no_age(record: dict[str, Any]) -> float:
+    return float("inf")
 
 
 @dataclass(frozen=True, slots=True)
 class RecordTraits:
-    created_at: Callable[[dict[str, Any]], float]  # seconds since the epoch
     item_id: Callable[[dict[str, Any]], Hashable]  # a record's identity in a response
     parse_id: Callable[[Any], Hashable | None]  # an itemIdentifier; None: malformed
+    created_at: Callable[[dict[str, Any]], float] = _no_age  # seconds since the epoch
+    has_age: bool = True
 
-    def first_failed(self, payload: Any, records: list[dict[str, Any]]) -> int | None:
-        """Index of the first record to retry (``len(records)``: none); None: the whole
-        batch failed (a malformed response)."""
+    def failed_indexes(self, payload: Any, records: list[dict[str, Any]]) -> list[int] | None:
+        """Indexes of the records a response names as failed, ascending (``[]``: none);
+        None: the response is malformed and the whole batch failed."""
         if not isinstance(payload, dict):
-            return len(records)
+            return []
         failures = payload.get("batchItemFailures")
         if failures is None:
-            return len(records)
+            return []
         if not isinstance(failures, list):
             return None
+        if not failures:
+            return []
         index = {self.item_id(r): i for i, r in enumerate(records)}
-        first = len(records)
+        found: set[int] = set()
         for item in failures:
             ident = self.parse_id(item.get("itemIdentifier") if isinstance(item, dict) else None)
-            found = index.get(ident) if ident is not None else None
-            if found is None:
+            at = index.get(ident) if ident is not None else None
+            if at is None:
                 return None
-            first = min(first, found)
-        return first
+            found.add(at)
+        return sorted(found)
 
 
 def _kafka_id(ident: Any) -> Hashable | None:
@@ -58,29 +64,23 @@ def _kafka_id(ident: Any) -> Hashable | None:
     return (partition, offset)
 
 
-def _sequence_id(ident: Any) -> Hashable | None:
+def _string_id(ident: Any) -> Hashable | None:
     return ident if isinstance(ident, str) and ident else None
 
 
 KAFKA = RecordTraits(
-    created_at=lambda r: float(r["timestamp"]) / 1000,
     item_id=lambda r: (f"{r['topic']}-{r['partition']}", r["offset"]),
     parse_id=_kafka_id,
+    created_at=lambda r: float(r["timestamp"]) / 1000,
 )
 KINESIS = RecordTraits(
-    created_at=lambda r: float(r["kinesis"]["approximateArrivalTimestamp"]),
     item_id=lambda r: r["kinesis"]["sequenceNumber"],
-    parse_id=_sequence_id,
+    parse_id=_string_id,
+    created_at=lambda r: float(r["kinesis"]["approximateArrivalTimestamp"]),
 )
 DYNAMODB = RecordTraits(
-    created_at=lambda r: float(r["dynamodb"]["ApproximateCreationDateTime"]),
     item_id=lambda r: r["dynamodb"]["SequenceNumber"],
-    parse_id=_sequence_id,
+    parse_id=_string_id,
+    created_at=lambda r: float(r["dynamodb"]["ApproximateCreationDateTime"]),
 )
-
-
-def traits_for(kind: SourceKind) -> RecordTraits | None:
-    """The traits of an ordered source (Kafka, streams); None for SQS and MQ."""
-    if kind.is_kafka:
-        return KAFKA
-    return {SourceKind.KINESIS: KINESIS, SourceKind.DYNAMODB: DYNAMODB}.get(kind)
+SQS = RecordTraits(item_id=lambda r: r["messageId"], parse_id=_string_id, has_age=False)

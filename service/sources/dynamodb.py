@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from service.checkpoints import ShardInfo
+from service.context import MappingContext
 from service.filters import dynamodb_filter_view
 from service.sources.shards import (
     IteratorExpired,
@@ -26,10 +27,6 @@ from service.sources.shards import (
     Throttled,
     is_position,
 )
-from service.sources.stream_delivery import RecordFields
-
-if TYPE_CHECKING:
-    from service.mapping import Mapping
 
 _RECORD_OVERHEAD = 360
 _THROTTLED = {
@@ -69,10 +66,6 @@ def wire_image(image: dict[str, Any]) -> dict[str, Any]:
 class DynamoDBCodec:
     """Turns DynamoDB Streams records into Lambda DynamoDB records."""
 
-    fields = RecordFields(
-        sequence=lambda r: r["dynamodb"]["SequenceNumber"],
-        arrival=lambda r: r["dynamodb"]["ApproximateCreationDateTime"],
-    )
     envelope_bytes = 64
     filter_view = staticmethod(dynamodb_filter_view)
 
@@ -86,7 +79,8 @@ class DynamoDBCodec:
         body: dict[str, Any] = {}
         created: dt.datetime | None = src.get("ApproximateCreationDateTime")
         if created is not None:
-            body["ApproximateCreationDateTime"] = created.timestamp()
+            # Lambda's event has whole epoch seconds here (an integer), not a float
+            body["ApproximateCreationDateTime"] = int(created.timestamp())
         body["Keys"] = keys
         for image in ("NewImage", "OldImage"):
             if image in src:
@@ -161,7 +155,7 @@ class DynamoDBStreamsApi:
 
 
 class DynamoDBPoller(ShardPoller):
-    def __init__(self, mapping: Mapping) -> None:
+    def __init__(self, mapping: MappingContext) -> None:
         arn = mapping.config.EventSourceArn or ""
         self._client_cm = mapping.aws_client("dynamodbstreams", 64)
         self._api = DynamoDBStreamsApi(None, arn)

@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from service.config import MappingConfig, SourceKind, StartPosition
+from service.config import AwsConfig, MappingConfig, SourceKind, StartPosition
+from service.context import MappingContext, aws_client
 from service.filters import parse_payload
 from service.invoke import Backoff
 from service.lane import Kept, Lane
@@ -36,7 +37,6 @@ from service.scaling import LagScaler, Load, PollerPool, PoolBounds
 
 if TYPE_CHECKING:
     from service.filters import FilterCriteria
-    from service.mapping import Mapping
 
 _TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
 #: bytes of a record's JSON besides key, value and headers (field names, numbers, quotes)
@@ -57,17 +57,20 @@ class KafkaCodec:
         self._key = f"{topic}-{partition}"
         self.envelope_bytes = len(orjson.dumps(envelope)) + len(self._key) + 32
 
+    def position(self, raw: ConsumerRecord[bytes, bytes]) -> int:
+        return int(raw.offset)
+
     def decode(
         self, raws: Sequence[ConsumerRecord[bytes, bytes]], filters: FilterCriteria | None
-    ) -> tuple[list[Kept], int, int]:
+    ) -> tuple[list[Kept], list[Any], int]:
         kept: list[Kept] = []
         to_record = self._record
         if filters is None:
             kept = [(*to_record(raw), raw.offset) for raw in raws]
-            return kept, 0, raws[-1].offset + 1
+            return kept, [], raws[-1].offset + 1
         match = filters.matcher
         value_only = filters.keys == {"value"}  # the usual case: no metadata view needed
-        filtered = 0
+        filtered: list[Any] = []
         for raw in raws:
             if value_only:
                 view = {"value": parse_payload(raw.value)}
@@ -76,7 +79,7 @@ class KafkaCodec:
             if match(view):
                 kept.append((*to_record(raw), raw.offset))
             else:
-                filtered += 1
+                filtered.append(raw)
         return kept, filtered, raws[-1].offset + 1
 
     def _record(self, raw: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], int]:
@@ -119,7 +122,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class KafkaSource:
     """A mapping's Kafka pollers: the pool, its scaler, and what they share (the brokers)."""
 
-    def __init__(self, mapping: Mapping) -> None:
+    def __init__(self, mapping: MappingContext) -> None:
         self._mapping = mapping
         cfg = mapping.config
         self._bootstrap = _self_managed_servers(cfg)
@@ -147,7 +150,8 @@ class KafkaSource:
 
     async def run(self) -> None:
         if not self._bootstrap:
-            self._bootstrap, self._tls = await msk_bootstrap_servers(self._mapping)
+            cfg = self._mapping.config
+            self._bootstrap, self._tls = await msk_bootstrap_servers(cfg, self._mapping.esmd.aws)
         pool = self._pool = PollerPool(
             self._member, self.scaler.bounds, self._mapping.metrics, "kafka poller"
         )
@@ -234,7 +238,7 @@ class KafkaPoller:
 
     def __init__(
         self,
-        mapping: Mapping,
+        mapping: MappingContext,
         bootstrap_servers: list[str],
         tls: bool = False,
         retire: asyncio.Event | None = None,
@@ -251,6 +255,7 @@ class KafkaPoller:
         # what the scaler reads and resets each period
         self._records = 0
         self._bytes = 0
+        self._polled = mapping.metrics.polled
         self._log = structlog.get_logger("esmd.kafka").bind(mapping=cfg.Name)
 
     # --- the poll loop --------------------------------------------------------------------
@@ -269,6 +274,7 @@ class KafkaPoller:
                     if lane is not None:
                         self._committed.setdefault(tp, raws[0].offset)
                         lane.put(raws)
+                        self._polled.inc(len(raws))
                         self._records += len(raws)
                         self._bytes += sum(r.serialized_value_size for r in raws)
                 self._update_lag()
@@ -433,15 +439,15 @@ def _self_managed_servers(cfg: MappingConfig) -> list[str] | None:
     return list(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else None
 
 
-async def msk_bootstrap_servers(mapping: Mapping) -> tuple[list[str], bool]:
+async def msk_bootstrap_servers(cfg: MappingConfig, aws: AwsConfig) -> tuple[list[str], bool]:
     """An MSK cluster's brokers from the Kafka API (GetBootstrapBrokers): (servers, tls).
 
     Plaintext brokers are preferred when the cluster has them; else TLS.
     """
-    arn = mapping.config.EventSourceArn
-    async with mapping.aws_client("kafka") as kafka:
+    arn = cfg.EventSourceArn
+    async with aws_client(aws, "kafka") as kafka:
         resp = await kafka.get_bootstrap_brokers(ClusterArn=arn)
     for key, tls in (("BootstrapBrokerString", False), ("BootstrapBrokerStringTls", True)):
         if resp.get(key):
             return str(resp[key]).split(","), tls
-    raise ValueError(f"mapping {mapping.config.Name!r}: EventSourceArn: no brokers for {arn}")
+    raise ValueError(f"mapping {cfg.Name!r}: EventSourceArn: no brokers for {arn}")

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import binascii
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from service.checkpoints import ShardInfo
+from service.context import MappingContext
 from service.filters import kinesis_filter_view
 from service.sources.shards import (
     IteratorExpired,
@@ -23,10 +24,6 @@ from service.sources.shards import (
     Throttled,
     is_position,
 )
-from service.sources.stream_delivery import RecordFields
-
-if TYPE_CHECKING:
-    from service.mapping import Mapping
 
 #: bytes of a record's JSON besides partition key and data (names, ids, ARNs)
 _RECORD_OVERHEAD = 420
@@ -48,26 +45,17 @@ def stream_parts(arn: str) -> tuple[str, str, str]:
     return region, account, resource.split("/")[1]
 
 
-def invoke_identity_arn(account: str) -> str:
-    """Lambda puts the function's execution role here; esmd has no role, so it names itself."""
-    return f"arn:aws:iam::{account}:role/esmd"
-
-
 class KinesisCodec:
     """Turns GetRecords records into Lambda Kinesis records."""
 
-    fields = RecordFields(
-        sequence=lambda r: r["kinesis"]["sequenceNumber"],
-        arrival=lambda r: r["kinesis"]["approximateArrivalTimestamp"],
-    )
     envelope_bytes = 64
     filter_view = staticmethod(kinesis_filter_view)
 
-    def __init__(self, arn: str) -> None:
-        region, account, _ = stream_parts(arn)
+    def __init__(self, arn: str, identity: str) -> None:
+        region, _, _ = stream_parts(arn)
         self._arn = arn
         self._region = region
-        self._identity = invoke_identity_arn(account)
+        self._identity = identity  # invokeIdentityArn: the function's role (role_arn)
 
     def convert(self, raw: dict[str, Any], shard_id: str) -> tuple[dict[str, Any], int, Any, str]:
         seq: str = raw["SequenceNumber"]
@@ -154,12 +142,13 @@ class KinesisApi:
 
 
 class KinesisPoller(ShardPoller):
-    def __init__(self, mapping: Mapping) -> None:
+    def __init__(self, mapping: MappingContext) -> None:
         cfg = mapping.config
         arn = cfg.EventSourceArn or ""
         self._client_cm = mapping.aws_client("kinesis", 64)
         self._api = KinesisApi(None, arn, cfg.StartingPositionTimestamp)
-        super().__init__(mapping, StreamSource("kinesis", self._api, KinesisCodec(arn), arn))
+        codec = KinesisCodec(arn, mapping.esmd.invoke_identity_arn(cfg))
+        super().__init__(mapping, StreamSource("kinesis", self._api, codec, arn))
 
     async def run(self) -> None:
         async with self._client_cm as client:

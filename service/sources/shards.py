@@ -8,15 +8,19 @@ parents was processed. A worker reaching the end of a closed shard checkpoints `
 and wakes the poller at once, so children do not wait for the next period.
 
 A :class:`ShardWorker` runs the GetRecords loop of one shard (at most 5 calls a second, as
-Kinesis allows, once a second while idle, backing off when throttled), converts and filters
-the records, hashes them to ParallelizationFactor :class:`KeyLane` s and checkpoints, once a
-second, the sequence number before the earliest record any lane still has pending.
+Kinesis allows, once a second while idle, backing off when throttled), converts the records,
+hashes them by partition key (Kinesis) or item key (DynamoDB) to ParallelizationFactor
+ordered :class:`~service.lane.Lane` s, so records of a key stay in order while up to that
+many batches of the shard are in flight, and checkpoints, after every settled batch, the
+sequence number before the earliest record any lane still has pending.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,13 +29,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from service.checkpoints import SHARD_END, LeaseStore, ShardInfo, make_store, ready_shards
+from service.context import MappingContext
 from service.invoke import Backoff
-from service.sources.stream_delivery import Item, RecordFields, StreamDelivery
-from service.sources.stream_lane import KeyLane, TumblingWindow
+from service.lane import Kept
+from service.windows import TumblingWindow
 
 if TYPE_CHECKING:
     from service.filters import FilterCriteria
-    from service.mapping import Mapping
+
+#: (Lambda record, its size in the event JSON, its ordinal in the shard)
+Item = Kept
 
 
 class Throttled(Exception):
@@ -64,7 +71,6 @@ class StreamCodec(Protocol):
     """A source's record conversion: raw API record -> Lambda record and what the shard
     worker needs from it."""
 
-    fields: RecordFields
     envelope_bytes: int
 
     def convert(self, raw: dict[str, Any], shard_id: str) -> tuple[dict[str, Any], int, Any, str]:
@@ -84,6 +90,34 @@ class StreamSource:
     arn: str
 
 
+class ShardLaneCodec:
+    """The codec of a shard's lanes: records arrive converted (the worker hashes them by key),
+    so the lane only filters them on the source's filter view."""
+
+    def __init__(self, codec: StreamCodec) -> None:
+        self.envelope_bytes = codec.envelope_bytes
+        self._view = codec.filter_view
+
+    def position(self, item: Item) -> int:
+        return item[2]
+
+    def decode(
+        self, items: Sequence[Item], filters: FilterCriteria | None
+    ) -> tuple[list[Kept], list[Any], int]:
+        end = items[-1][2] + 1
+        if filters is None:
+            return list(items), [], end
+        match, view = filters.matcher, self._view
+        kept: list[Kept] = []
+        filtered: list[Any] = []
+        for item in items:
+            (kept if match(view(item[0])) else filtered).append(item)
+        return kept, filtered, end
+
+    def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"Records": records}
+
+
 def is_position(value: str) -> bool:
     """A sequence number, as opposed to an iterator type such as TRIM_HORIZON."""
     return value.isdigit()
@@ -97,42 +131,55 @@ class ShardWorker:
     checkpoint_interval = 1.0  # at the latest; normally right after each batch
 
     def __init__(
-        self, mapping: Mapping, source: StreamSource, store: LeaseStore, shard_id: str, start: str
+        self,
+        context: MappingContext,
+        source: StreamSource,
+        store: LeaseStore,
+        shard_id: str,
+        start: str,
     ) -> None:
-        cfg = mapping.config
+        cfg = context.config
         self.shard_id = shard_id
-        self._mapping = mapping
+        self._context = context
         self._api = source.api
         self._codec = source.codec
         self._store = store
         self._start = start
-        self._filters: FilterCriteria | None = mapping.filters
         self.stopping = asyncio.Event()
         self.lost = False
-        delivery = StreamDelivery(mapping, shard_id, source.codec.fields, self.stopping)
-        self._room = asyncio.Event()
-        self._progressed = asyncio.Event()  # a lane finished a batch: checkpoint soon
+        self._room = asyncio.Event()  # a paused lane drained: read again
+        self._progressed = asyncio.Event()  # a lane settled a batch: checkpoint now
         self._writes_started = 0  # checkpoint writes begun, and finished (or given up)
         self._writes_done = 0
         self._wrote = asyncio.Event()
-        self._max_queued = max(10_000, 4 * cfg.batch_size * cfg.ParallelizationFactor)
-        self._lanes = [
-            KeyLane(
-                delivery,
-                cfg.batch_size,
-                cfg.batching_window_seconds,
-                source.codec.envelope_bytes,
-                self._room.set,
-                self._batch_done,
-                self._until_durable,
-                TumblingWindow(
-                    cfg.TumblingWindowInSeconds, source.codec.fields.arrival, shard_id, source.arn
-                )
+        # the lanes stop with the shard, not only with the mapping; what they give up on
+        # names the shard in its invocation record
+        give_up = functools.partial(context.policy.give_up, shard_id=shard_id)
+        lane_context = dataclasses.replace(
+            context,
+            stopping=self.stopping,
+            policy=dataclasses.replace(context.policy, give_up=give_up),
+        )
+        lane_codec = ShardLaneCodec(source.codec)
+        created_at = context.policy.traits.created_at
+        self._lanes = []
+        for i in range(cfg.ParallelizationFactor):
+            marks: list[int] = []
+            window = (
+                TumblingWindow(cfg.TumblingWindowInSeconds, created_at, shard_id, source.arn)
                 if cfg.TumblingWindowInSeconds
-                else None,
+                else None
             )
-            for _ in range(cfg.ParallelizationFactor)
-        ]
+            self._lanes.append(
+                lane_context.new_lane(
+                    f"{shard_id}#{i}",
+                    lane_codec,
+                    window=window,
+                    on_backpressure=self._backpressure,
+                    on_settled=functools.partial(self._batch_done, marks),
+                    before_batch=functools.partial(self._two_behind_durable, marks),
+                )
+            )
         # sequence numbers of records read and not yet checkpointed, by ordinal from _base
         self._seqs: collections.deque[str] = collections.deque()
         self._base = 0
@@ -154,40 +201,36 @@ class ShardWorker:
     async def run(self) -> bool:
         """Process the shard until stopped, the lease is lost, or its end; True at the end
         (SHARD_END checkpointed)."""
-        lanes = [
-            asyncio.create_task(lane.run(), name=f"lane {self.shard_id}") for lane in self._lanes
-        ]
+        for lane in self._lanes:
+            lane.start()
         checkpointer = asyncio.create_task(self._checkpoint_loop(), name="checkpoints")
         ended = False
         try:
-            ended = await self._read(lanes)
+            ended = await self._read()
             if ended:
-                ended = await self._drained(lanes)
+                ended = await self._drained()
         finally:
-            for lane in self._lanes:
-                lane.stop()
-            _, pending = (
-                await asyncio.wait(lanes, timeout=self._mapping.shutdown_grace)
-                if lanes
-                else (set(), set())
-            )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*lanes, return_exceptions=True)
+            self.stopping.set()
+            grace = self._context.shutdown_grace
+            await asyncio.gather(*(lane.stop(grace) for lane in self._lanes))
             checkpointer.cancel()
             await asyncio.gather(checkpointer, return_exceptions=True)
             await self._final_checkpoint(ended)
         return ended
 
-    async def _read(self, lanes: list[asyncio.Task[None]]) -> bool:
+    def _backpressure(self, paused: bool) -> None:
+        if not paused:
+            self._room.set()
+
+    async def _read(self) -> bool:
         api, limit = self._api, self._api.max_limit
         iterator = await self._iterator()
         throttles = 0
         backoff = Backoff(1.0, 10.0)
         last_call = 0.0
         while not self.stopping.is_set():
-            _raise_failed(lanes)
-            if self.queued >= self._max_queued:
+            self._raise_failed()
+            if any(lane.paused for lane in self._lanes):
                 self._room.clear()
                 await self._sleep(1.0, self._room)
                 continue
@@ -217,43 +260,42 @@ class ShardWorker:
         return await self._api.iterator(self.shard_id, position)
 
     def _ingest(self, raws: list[dict[str, Any]]) -> None:
-        """Convert, filter and hash a GetRecords page to the lanes: the hot path."""
+        """Convert and hash a GetRecords page to the lanes (which filter): the hot path."""
         convert, shard = self._codec.convert, self.shard_id
-        match = self._filters.matcher if self._filters is not None else None
-        view = self._codec.filter_view
         lanes = self._lanes
         n = len(lanes)
         shares: list[list[Item]] = [[] for _ in lanes]
         seqs = self._seqs
         ordinal = self._next
-        filtered = 0
         seq = ""
         for raw in raws:
             record, size, key, seq = convert(raw, shard)
             seqs.append(seq)
-            if match is not None and not match(view(record)):
-                filtered += 1
-            else:
-                shares[hash(key) % n if n > 1 else 0].append((record, size, ordinal))
+            shares[hash(key) % n if n > 1 else 0].append((record, size, ordinal))
             ordinal += 1
         self._next = ordinal
         self._last_read = seq
-        metrics = self._mapping.metrics
-        metrics.polled.inc(len(raws))
-        if filtered:
-            metrics.filtered_out.inc(filtered)
+        self._context.metrics.polled.inc(len(raws))
         for lane, share in zip(lanes, shares, strict=True):
             if share:
                 lane.put(share)
 
-    async def _drained(self, lanes: list[asyncio.Task[None]]) -> bool:
-        """At the shard's end: wait until every lane is done; False if stopped first."""
+    async def _drained(self) -> bool:
+        """At the shard's end: wait until every lane settled all; False if stopped first."""
         while not self.stopping.is_set():
-            _raise_failed(lanes)
+            self._raise_failed()
             if all(lane.first_pending() is None for lane in self._lanes):
                 return True
-            await self._sleep(0.05)
+            self._progressed.clear()
+            await self._sleep(self.checkpoint_interval, self._progressed)
         return False
+
+    def _raise_failed(self) -> None:
+        """A lane that died of a bug takes its worker down (the poller restarts it)."""
+        for lane in self._lanes:
+            error = lane.failure()
+            if error is not None:
+                raise error
 
     async def _sleep(self, seconds: float, event: asyncio.Event | None = None) -> None:
         """Sleep, cut short by a stop (or by ``event``)."""
@@ -281,13 +323,17 @@ class ShardWorker:
             self._base += 1
         return self._done_seq
 
-    def _batch_done(self) -> int:
-        """A lane finished a batch: returns the number of the checkpoint write covering it."""
+    def _batch_done(self, marks: list[int]) -> None:
+        """A lane settled a batch: note the checkpoint write that will cover it."""
+        marks.append(self._writes_started + 1)
         self._progressed.set()
-        return self._writes_started + 1
 
-    async def _until_durable(self, write: int) -> None:
-        """Until checkpoint write number ``write`` finished (or the shard stops)."""
+    async def _two_behind_durable(self, marks: list[int]) -> None:
+        """Before a lane starts a batch, the checkpoint covering the one two before it must
+        be written: a crash replays at most two batches a lane."""
+        if len(marks) < 2:
+            return
+        write = marks.pop(0)
         while self._writes_done < write and not self.stopping.is_set():
             self._wrote.clear()
             await self._sleep(self.checkpoint_interval, self._wrote)
@@ -312,7 +358,7 @@ class ShardWorker:
         try:
             ok = await asyncio.shield(self._store.checkpoint(self.shard_id, position))
         except Exception as exc:
-            self._mapping.metrics.error("commit")
+            self._context.metrics.error("commit")
             self._log.warning("checkpoint failed", error=repr(exc))
             return
         if not ok:
@@ -326,17 +372,10 @@ class ShardWorker:
         await self._checkpoint(SHARD_END if ended else self.done_sequence())
 
 
-def _raise_failed(tasks: list[asyncio.Task[None]]) -> None:
-    """A lane that died of a bug takes its worker down (the poller restarts it)."""
-    for task in tasks:
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            raise task.exception()  # type: ignore[misc]
-
-
 class ShardPoller:
     """The Poller of a Kinesis or DynamoDB Streams mapping; see the module docstring."""
 
-    def __init__(self, mapping: Mapping, source: StreamSource) -> None:
+    def __init__(self, mapping: MappingContext, source: StreamSource) -> None:
         self._mapping = mapping
         self._source = source
         cfg = mapping.config

@@ -1,12 +1,15 @@
 """SQS source: standard and FIFO queues, with Lambda's delivery and deletion semantics.
 
-Receivers long-poll (20 s, 10 messages a call) and feed one BatchBuilder; closed batches are
-invoked concurrently, up to ScalingConfig.MaximumConcurrency. Acknowledging is deleting:
+Receivers long-poll (20 s, 10 messages a call) and feed lanes: a standard queue has one
+unordered lane whose batches run concurrently, up to ScalingConfig.MaximumConcurrency; a FIFO
+queue has an ordered lane per MessageGroupId (one batch of a group in flight), under the same
+cap. The Invoker settles each batch (SQS retries by redelivery: nothing is retried here) and
+this module acknowledges, as the lane's Acker. Acknowledging is deleting:
 
 - success deletes the batch; a failed invocation deletes nothing, so the messages return
   when their visibility timeout ends and the queue's own redrive policy moves them to its DLQ;
 - with ReportBatchItemFailures only the listed items stay (FIFO: and every later message of
-  their group, to keep the group's order);
+  their group, invoked or still queued, to keep the group's order);
 - filtered-out messages are deleted, as Lambda does.
 
 Every message esmd holds, from the moment it is received until it is deleted or given up
@@ -20,24 +23,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import collections
 import contextlib
+import dataclasses
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
 
-from service.batching import Batch, BatchBuilder
 from service.config import MappingConfig
+from service.context import MappingContext
 from service.filters import parse_payload
-from service.invoke import Backoff, Invoker, Outcome, batch_item_failures
+from service.invoke import Backoff
+from service.lane import Kept, Lane
 from service.scaling import PollerPool, PoolBounds
-from service.targets import InvokeResult
 
 if TYPE_CHECKING:
-    from service.mapping import Mapping
+    from service.filters import FilterCriteria
 
 RECEIVE_WAIT_SECONDS = 20
 RECEIVE_MAX = 10
@@ -76,6 +79,11 @@ def lambda_record(message: dict[str, Any], arn: str, region: str) -> dict[str, A
             for name, value in message.get("MessageAttributes", {}).items()
         },
         "md5OfBody": message.get("MD5OfBody", ""),
+        **(
+            {"md5OfMessageAttributes": message["MD5OfMessageAttributes"]}
+            if "MD5OfMessageAttributes" in message
+            else {}
+        ),
         "eventSource": "aws:sqs",
         "eventSourceARN": arn,
         "awsRegion": region,
@@ -103,49 +111,74 @@ def _size(record: dict[str, Any]) -> int:
     return _RECORD_OVERHEAD + len(record["body"]) + len(orjson.dumps(record["messageAttributes"]))
 
 
+def _group(record: dict[str, Any]) -> str:
+    return str(record["attributes"].get("MessageGroupId", ""))
+
+
+class SqsCodec:
+    """SQS records are converted on receipt (visibility is tracked from then); the lane's
+    codec filters them on the body and numbers them."""
+
+    envelope_bytes = 64
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def position(self, raw: dict[str, Any]) -> int:
+        return 0
+
+    def decode(
+        self, raws: Sequence[dict[str, Any]], filters: FilterCriteria | None
+    ) -> tuple[list[Kept], list[Any], int]:
+        kept: list[Kept] = []
+        filtered: list[Any] = []
+        match = filters.matcher if filters is not None else None
+        n = self._next
+        for r in raws:
+            if match is None or match({**r, "body": parse_payload(r["body"])}):
+                kept.append((r, _size(r), n))
+                n += 1
+            else:
+                filtered.append(r)
+        self._next = n
+        return kept, filtered, n
+
+    def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"Records": records}
+
+
 class SqsPoller:
-    def __init__(self, mapping: Mapping) -> None:
-        self._mapping = mapping
-        cfg: MappingConfig = mapping.config
+    def __init__(self, context: MappingContext) -> None:
+        self._context = context
+        cfg: MappingConfig = context.config
         self._arn = cfg.EventSourceArn or ""
         self._region, self._account, self._queue = queue_parts(self._arn)
         self._fifo = self._queue.endswith(".fifo")
         concurrency = cfg.ScalingConfig.MaximumConcurrency if cfg.ScalingConfig else None
-        self._bounds = mapping.worker.share(pool_bounds(cfg, concurrency))
+        self._bounds = context.worker.share(pool_bounds(cfg, concurrency))
         # what the scaler reads and resets each period
         self._receives: int = 0
         self._full_receives: int = 0
         self._failed_batches: int = 0
         # MaximumConcurrency is the whole mapping's: each worker process takes its share
-        self._slots = asyncio.Semaphore(mapping.worker.part(concurrency) if concurrency else 1000)
+        self._slots = asyncio.Semaphore(context.worker.part(concurrency) if concurrency else 1000)
         self._stopping = asyncio.Event()
-        # received records waiting to be batched, and the receivers' brake: they pause while
-        # this many messages are received but not yet acknowledged (each one is invisible)
-        self._pending: collections.deque[list[dict[str, Any]]] = collections.deque()
-        self._wakeup = asyncio.Event()
+        # the receivers' brake: they pause while this many messages are received but not yet
+        # acknowledged or given back (each one is invisible)
         self._room = asyncio.Event()
         self._room.set()
         self._outstanding = 0
         self._max_outstanding = max(100, 2 * (concurrency or 100) * cfg.batch_size)
-        self._builder = BatchBuilder(cfg.batch_size, cfg.batching_window_seconds, 64)
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._lanes: dict[str, Lane] = {}
+        self._acks: set[asyncio.Task[None]] = set()
         # every message received and not yet acknowledged: receipt handle -> (record, the
         # monotonic time its visibility runs out); the visibility keeper reads it
         self._held: dict[str, tuple[dict[str, Any], float]] = {}
-        self._group_locks: dict[str, asyncio.Lock] = collections.defaultdict(asyncio.Lock)
         self._sqs: Any = None
         self._pool: PollerPool | None = None
         self._url = ""
         self._visibility = 30
         self._log = structlog.get_logger("esmd.sqs").bind(mapping=cfg.Name)
-        self._invoker = Invoker(
-            mapping.require_target(),
-            self._make_event,
-            mapping.metrics,
-            mapping.esmd.retry,
-            0,
-            self._stopping,  # SQS retries by redelivery, not in process
-        )
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -153,7 +186,7 @@ class SqsPoller:
         # every receiver may hold a connection for a whole long poll; deletes and visibility
         # changes get connections of their own, or they would wait behind the polls
         connections = self._bounds.maximum + ACK_CONNECTIONS
-        async with self._mapping.aws_client("sqs", connections) as sqs:
+        async with self._context.aws_client("sqs", connections) as sqs:
             self._sqs = sqs
             resp = await sqs.get_queue_url(
                 QueueName=self._queue, QueueOwnerAWSAccountId=self._account
@@ -164,7 +197,7 @@ class SqsPoller:
             )
             self._visibility = int(attrs["Attributes"].get("VisibilityTimeout", 30))
             pool = self._pool = PollerPool(
-                self._receive_loop, self._bounds, self._mapping.metrics, "sqs receiver"
+                self._receive_loop, self._bounds, self._context.metrics, "sqs receiver"
             )
             pool.start()
             self._log.info(
@@ -178,7 +211,7 @@ class SqsPoller:
                 asyncio.create_task(self._visibility_loop(), name="sqs visibility keeper"),
             ]
             try:
-                await self._batch_loop()
+                await self._stopping.wait()
             finally:
                 await pool.close()
                 await self._drain()
@@ -188,24 +221,21 @@ class SqsPoller:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._wakeup.set()
 
     def status(self) -> dict[str, Any]:
         pollers = self._pool.size if self._pool else 0
-        return {"queue": self._url, "pollers": pollers, "in_flight": len(self._inflight)}
+        queued = sum(lane.queued for lane in self._lanes.values())
+        return {"queue": self._url, "pollers": pollers, "queued": queued}
 
     async def _drain(self) -> None:
         """Let in-flight invocations finish; give back what was received but not invoked."""
-        if self._inflight:
-            _, pending = await asyncio.wait(self._inflight, timeout=self._mapping.shutdown_grace)
+        grace = self._context.shutdown_grace
+        await asyncio.gather(*(lane.stop(grace) for lane in self._lanes.values()))
+        if self._acks:
+            _, pending = await asyncio.wait(self._acks, timeout=max(grace, 5.0))
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        leftovers = [r for chunk in self._pending for r in chunk]
-        leftovers += self._builder.flush("stop").records
-        if leftovers:
-            await self._change_visibility(leftovers, 0)
-            self._forget(leftovers)
 
     # --- receiving ------------------------------------------------------------------------
 
@@ -225,11 +255,13 @@ class SqsPoller:
                 )
                 failures = 0
             except Exception as exc:  # the endpoint or credentials: back off and go on
-                self._mapping.metrics.error("polling")
+                self._context.metrics.error("polling")
                 wait = backoff.delay(failures)
                 failures += 1
                 self._log.warning("receive failed", error=repr(exc), retry_in=round(wait, 2))
-                await asyncio.sleep(wait)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._stopping.wait()
                 continue
             messages = resp.get("Messages", [])
             self._receives += 1
@@ -237,12 +269,51 @@ class SqsPoller:
             if messages:
                 records = [lambda_record(m, self._arn, self._region) for m in messages]
                 self._hold(records)
-                self._mapping.metrics.polled.inc(len(records))
-                self._pending.append(records)
-                self._wakeup.set()
-                self._track(len(records))
+                self._context.metrics.polled.inc(len(records))
+                self._dispatch(records)
 
-    # --- batching -------------------------------------------------------------------------
+    def _dispatch(self, records: list[dict[str, Any]]) -> None:
+        """To the queue's lane, or (FIFO) to each message group's lane."""
+        if not self._fifo:
+            self._lane("").put(records)
+            return
+        groups: dict[str, list[dict[str, Any]]] = {}
+        for r in records:
+            groups.setdefault(_group(r), []).append(r)
+        for group, share in groups.items():
+            self._lane(group).put(share)
+        if len(self._lanes) > 1000:
+            self._retire_idle_lanes()
+
+    def _lane(self, group: str) -> Lane:
+        lane = self._lanes.get(group)
+        if lane is None:
+            context, codec = self._context, SqsCodec()
+            if self._fifo:  # every later record of a batch with a failed one fails too
+                policy = dataclasses.replace(context.policy, group_of=_group)
+                lane = context.new_lane(
+                    f"group {group}",
+                    codec,
+                    invoker=context.invoker(codec, policy),
+                    acker=self,
+                    slots=self._slots,
+                    fifo=True,
+                )
+            else:
+                lane = context.new_lane(
+                    "queue", codec, acker=self, ordered=False, slots=self._slots
+                )
+            lane.start()
+            self._lanes[group] = lane
+        return lane
+
+    def _retire_idle_lanes(self) -> None:
+        for group, lane in list(self._lanes.items()):
+            if lane.idle:
+                del self._lanes[group]
+                self._spawn(lane.stop(0))
+
+    # --- scaling --------------------------------------------------------------------------
 
     async def _scale_loop(self, pool: PollerPool, period: float = 2.0) -> None:
         """Lambda's on-demand rule, in small steps: grow while receives come back full and
@@ -259,103 +330,38 @@ class SqsPoller:
             elif receives and full / receives < 0.5:
                 pool.resize(size - 1, f"little backlog: {full}/{receives} full")
 
-    def _track(self, delta: int) -> None:
-        """Count messages received but not yet acknowledged; brake the receivers at the cap."""
-        self._outstanding += delta
-        if self._outstanding >= self._max_outstanding:
-            self._room.clear()
-        else:
-            self._room.set()
+    # --- acknowledging (the lanes' Acker) ---------------------------------------------------
 
-    async def _batch_loop(self) -> None:
-        builder = self._builder
-        while not self._stopping.is_set():
-            if self._pending:
-                await self._add(builder, await self._filtered(self._pending.popleft()))
-                continue
-            self._wakeup.clear()
-            try:
-                async with asyncio.timeout(builder.until_next()):
-                    await self._wakeup.wait()
-            except TimeoutError:
-                self._dispatch(builder.flush("window"))
+    def filtered(self, raws: list[Any]) -> None:
+        """Filtered out: deleted, as Lambda does (beside the lane: no SQS round trip on it)."""
+        self._spawn(self._delete(raws))
 
-    async def _add(self, builder: BatchBuilder, records: list[dict[str, Any]]) -> None:
-        if self._fifo:
-            for group in _by_group(records):
-                for i in range(0, len(group), builder.max_records):
-                    chunk = group[i : i + builder.max_records]
-                    self._dispatch(Batch(chunk, 0, 0, 0, "size"))
-            return
-        kept = [(r, _size(r), 0) for r in records]
-        i = 0
-        while i < len(kept):
-            i = builder.fill(kept, i)
-            if builder.full:
-                self._dispatch(builder.flush("size"))
-            elif i < len(kept):
-                self._dispatch(builder.flush("bytes"))
-        if len(builder) and builder.until_next() == 0:
-            self._dispatch(builder.flush("window"))
+    def settled(self, records: list[dict[str, Any]], released: list[dict[str, Any]]) -> None:
+        """Delete what succeeded; what was released is left to its visibility timeout, so
+        the queue's redrive policy counts the receive and its DLQ applies."""
+        if released:
+            self._failed_batches += 1
+            self._forget(released)
+            keep = {r["receiptHandle"] for r in released}
+            records = [r for r in records if r["receiptHandle"] not in keep]
+        if records:
+            self._spawn(self._delete(records))
 
-    async def _filtered(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Drop and delete the records no filter matches (Lambda deletes them too)."""
-        filters = self._mapping.filters
-        if filters is None:
-            return records
-        match = filters.matcher
-        kept: list[dict[str, Any]] = []
-        dropped: list[dict[str, Any]] = []
-        for r in records:
-            (kept if match({**r, "body": parse_payload(r["body"])}) else dropped).append(r)
-        if dropped:
-            self._mapping.metrics.filtered_out.inc(len(dropped))
-            # deleted beside the batch loop, which must not wait on SQS round trips
-            self._spawn(self._delete(dropped), len(dropped))
-        return kept
+    def abandoned(self, records: list[Any]) -> None:
+        """Never invoked, or not settled before a stop: visible again at once."""
+        self._spawn(self._give_back(records))
 
-    def _dispatch(self, batch: Batch) -> None:
-        self._mapping.metrics.batch_closed(len(batch), batch.reason)
-        self._spawn(self._invoke(batch), len(batch))
-
-    def _spawn(self, work: Coroutine[Any, Any, None], messages: int) -> None:
-        """Run an invocation or a delete as a task that shutdown waits for; its messages stop
-        counting against the receivers' brake when it ends."""
-        task = asyncio.create_task(work)
-        self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
-        task.add_done_callback(lambda _: self._track(-messages))
-
-    # --- invoking and acknowledging ---------------------------------------------------------
-
-    async def _invoke(self, batch: Batch) -> None:
-        group = batch.records[0]["attributes"].get("MessageGroupId") if self._fifo else None
-        lock = self._group_locks[group] if group is not None else contextlib.nullcontext()
+    async def _give_back(self, records: list[dict[str, Any]]) -> None:
         try:
-            async with self._slots, lock:
-                outcome, result = await self._invoker.deliver(batch)
-            if outcome is not Outcome.DELIVERED:
-                self._failed_batches += 1
-                return  # nothing deleted: the messages come back after their timeout
-            await self._acknowledge(batch, result)
+            await self._change_visibility(records, 0)
         finally:
-            self._forget(batch.records)
+            self._forget(records)
 
-    async def _acknowledge(self, batch: Batch, result: InvokeResult | None) -> None:
-        """Delete what succeeded: all, or all but the reported batchItemFailures."""
-        ids = [r["messageId"] for r in batch.records]
-        failed: set[str] | None = set()
-        if self._mapping.config.reports_batch_item_failures and result is not None:
-            failed = batch_item_failures(result.payload, ids)
-        if failed is None:
-            self._mapping.metrics.failed_invoke.inc(len(batch))
-            self._log.warning("malformed batchItemFailures: the whole batch failed")
-            return
-        if failed and self._fifo:
-            failed = _fifo_failures(batch.records, failed)
-        if failed:
-            self._mapping.metrics.failed_invoke.inc(len(failed))
-        await self._delete([r for r in batch.records if r["messageId"] not in failed])
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a delete or visibility change as a task that shutdown waits for."""
+        task = asyncio.create_task(work)
+        self._acks.add(task)
+        task.add_done_callback(self._acks.discard)
 
     # --- visibility -------------------------------------------------------------------------
 
@@ -363,10 +369,21 @@ class SqsPoller:
         until = time.monotonic() + self._visibility
         for r in records:
             self._held[r["receiptHandle"]] = (r, until)
+        self._track(len(records))
 
     def _forget(self, records: list[dict[str, Any]]) -> None:
+        gone = 0
         for r in records:
-            self._held.pop(r["receiptHandle"], None)
+            gone += self._held.pop(r["receiptHandle"], None) is not None
+        self._track(-gone)
+
+    def _track(self, delta: int) -> None:
+        """Count messages held; brake the receivers at the cap."""
+        self._outstanding += delta
+        if self._outstanding >= self._max_outstanding:
+            self._room.clear()
+        else:
+            self._room.set()
 
     async def _visibility_loop(self) -> None:
         """Extend every held message whose visibility is half gone, whatever it waits for."""
@@ -404,7 +421,7 @@ class SqsPoller:
                     ],
                 )
             except Exception as exc:
-                self._mapping.metrics.error("polling")
+                self._context.metrics.error("polling")
                 self._log.warning("visibility change failed", error=repr(exc))
                 continue
             changed += [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
@@ -429,13 +446,13 @@ class SqsPoller:
                         Entries=[{"Id": k, "ReceiptHandle": v} for k, v in entries.items()],
                     )
                 except Exception as exc:
-                    self._mapping.metrics.error("commit")
+                    self._context.metrics.error("commit")
                     self._log.warning("delete failed", error=repr(exc), attempt=attempt + 1)
                     await asyncio.sleep(Backoff(0.2, 5).delay(attempt))
                     continue
                 done = [s["Id"] for s in resp.get("Successful", [])]
                 deleted += len(done)
-                self._mapping.metrics.deleted.inc(len(done))
+                self._context.metrics.deleted.inc(len(done))
                 for ident in done:
                     entries.pop(ident, None)
                 if not entries:
@@ -453,28 +470,6 @@ class SqsPoller:
                     count=not_deleted,
                     error=last_error,
                 )
-
-    def _make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"Records": records}
-
-
-def _by_group(records: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for r in records:
-        groups.setdefault(r["attributes"].get("MessageGroupId", ""), []).append(r)
-    return list(groups.values())
-
-
-def _fifo_failures(records: list[dict[str, Any]], failed: set[str]) -> set[str]:
-    """In a FIFO group, everything after a failed message fails too (order is kept)."""
-    out, broken = set(failed), set()
-    for r in records:
-        group = r["attributes"].get("MessageGroupId", "")
-        if group in broken:
-            out.add(r["messageId"])
-        elif r["messageId"] in failed:
-            broken.add(group)
-    return out
 
 
 def _chunks(items: list[Any], size: int) -> list[list[Any]]:

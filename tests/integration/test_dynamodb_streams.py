@@ -123,7 +123,7 @@ async def test_insert_modify_remove_in_order_and_filtered(
         "StreamViewType",
     ]
     assert record["eventSourceARN"] == arn and record["eventSource"] == "aws:dynamodb"
-    assert isinstance(record["dynamodb"]["ApproximateCreationDateTime"], float)
+    assert isinstance(record["dynamodb"]["ApproximateCreationDateTime"], int)
     assert record["dynamodb"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
     for event in stream_handlers.events[everything]:
         DynamoDBStreamModel.model_validate(copy.deepcopy(event))

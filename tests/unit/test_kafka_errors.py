@@ -8,11 +8,13 @@ import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
+
 from service.batching import Batch, BatchBuilder
 from service.config import RetryConfig
 from service.destinations import DestinationUnavailable
 from service.destinations.records import Failure
-from service.invoke import ErrorHandling, Invoker, Outcome
+from service.invoke import Abandoned, ErrorPolicy, Invoker
 from service.lane import Kept, Lane
 from service.metrics import Metrics
 from service.targets import InvokeResult
@@ -102,9 +104,10 @@ def invoker(
         if given_up is not None:
             given_up.append(([r["offset"] for r in records], failure))
 
-    errors = ErrorHandling(
+    policy = ErrorPolicy(
         give_up=give_up or keep,
         traits=KAFKA,
+        max_retries=retries,
         bisect=bisect,
         max_record_age=max_age,
         report_item_failures=partial,
@@ -115,9 +118,8 @@ def invoker(
         event,
         metrics.for_mapping("m", "kafka"),
         FAST,
-        retries,
+        policy,
         stopping or asyncio.Event(),
-        errors=errors,
     )
     return made, metrics
 
@@ -136,7 +138,7 @@ def metric(metrics: Metrics, name: str) -> float:
 async def test_bisection_isolates_the_bad_record_and_delivers_the_rest() -> None:
     target, given_up = Target(fails_on({5})), []
     inv, metrics = invoker(target, retries=0, bisect=True, given_up=given_up)
-    assert await inv.process(batch_of([record(i) for i in range(8)])) is Outcome.DELIVERED
+    assert (await inv.process(batch_of([record(i) for i in range(8)]))).released == []
     assert target.calls == [
         [0, 1, 2, 3, 4, 5, 6, 7],
         [0, 1, 2, 3],
@@ -175,7 +177,7 @@ async def test_records_older_than_the_maximum_age_are_given_up_before_invoking()
     target, given_up = Target(fails_on(set())), []
     inv, _ = invoker(target, max_age=60, given_up=given_up)
     records = [record(0, age=120), record(1, age=61), record(2, age=5), record(3)]
-    assert await inv.process(batch_of(records)) is Outcome.DELIVERED
+    assert (await inv.process(batch_of(records))).released == []
     assert given_up == [([0, 1], Failure("RecordAgeExceeded", 0))]
     assert target.calls == [[2, 3]]
 
@@ -223,7 +225,7 @@ async def test_partial_failure_retries_from_the_lowest_failed_offset() -> None:
     ids = [{"partition": "t-0", "offset": 4}, {"partition": "t-0", "offset": 2}]
     target = Target(reports(ids))
     inv, metrics = invoker(target, partial=True, bisect=True)
-    assert await inv.process(batch_of([record(i) for i in range(6)])) is Outcome.DELIVERED
+    assert (await inv.process(batch_of([record(i) for i in range(6)]))).released == []
     # records before offset 2 succeeded; bisection does not split a partial response
     assert target.calls == [[0, 1, 2, 3, 4, 5], [2, 3, 4, 5]]
     assert metric(metrics, "esm_failed_invoke_events_total") == 4
@@ -272,7 +274,7 @@ async def test_throttling_is_retried_without_counting_a_failure_or_a_retry() -> 
     target = Target(lambda offsets: answers.pop(0))
     given_up: GivenUp = []
     inv, metrics = invoker(target, retries=0, given_up=given_up)
-    assert await inv.process(batch_of([record(0)])) is Outcome.DELIVERED
+    assert (await inv.process(batch_of([record(0)]))).released == []
     assert len(target.calls) == 4
     assert given_up == []
     assert metric(metrics, "esm_failed_invoke_events_total") == 0
@@ -283,7 +285,8 @@ async def test_a_destination_that_never_accepts_abandons_the_batch() -> None:
         raise DestinationUnavailable("stopped")
 
     inv, _ = invoker(Target(fails_on({0})), retries=0, give_up=unavailable)
-    assert await inv.process(batch_of([record(0)])) is Outcome.ABANDONED
+    with pytest.raises(Abandoned):
+        await inv.process(batch_of([record(0)]))
 
 
 class KafkaCodec:
@@ -294,8 +297,11 @@ class KafkaCodec:
     def __init__(self, ages: dict[int, float] | None = None) -> None:
         self.ages = ages or {}
 
-    def decode(self, raws: Sequence[int], filters: Any) -> tuple[list[Kept], int, int]:
-        return [(record(o, self.ages.get(o, 0)), 10, o) for o in raws], 0, raws[-1] + 1
+    def position(self, raw: int) -> int:
+        return raw
+
+    def decode(self, raws: Sequence[int], filters: Any) -> tuple[list[Kept], list[Any], int]:
+        return [(record(o, self.ages.get(o, 0)), 10, o) for o in raws], [], raws[-1] + 1
 
     def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return event(records)

@@ -13,10 +13,13 @@ import pytest
 from service.batching import BatchBuilder
 from service.config import RetryConfig
 from service.destinations.records import Failure
-from service.invoke import ErrorHandling, Invoker
+from service.invoke import ErrorPolicy, Invoker
 from service.lane import Kept, Lane
 from service.metrics import Metrics
 from service.targets import InvokeResult
+from service.traits import RecordTraits
+
+INTS = RecordTraits(item_id=lambda r: r["n"], parse_id=lambda i: i, has_age=False)
 
 
 class IntCodec:
@@ -24,9 +27,13 @@ class IntCodec:
 
     envelope_bytes = 10
 
-    def decode(self, raws: Sequence[int], filters: Any) -> tuple[list[Kept], int, int]:
-        kept = [({"n": r}, 10, r) for r in raws if filters is None or filters.matches({"n": r})]
-        return kept, len(raws) - len(kept), raws[-1] + 1
+    def position(self, raw: int) -> int:
+        return raw
+
+    def decode(self, raws: Sequence[int], filters: Any) -> tuple[list[Kept], list[Any], int]:
+        keep = [r for r in raws if filters is None or filters.matches({"n": r})]
+        dropped = [r for r in raws if r not in keep]
+        return [({"n": r}, 10, r) for r in keep], dropped, raws[-1] + 1
 
     def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {"records": list(records)}
@@ -92,9 +99,8 @@ def make_lane(
         codec.make_event,
         mm,
         FAST,
-        retries,
+        ErrorPolicy(traits=INTS, give_up=give_up, max_retries=retries),
         stopping or asyncio.Event(),
-        errors=ErrorHandling(give_up=give_up),
     )
     lane = Lane("p0", codec, filters, BatchBuilder(batch, window, 10), invoker, mm, **kw)
     return lane, metrics
@@ -117,7 +123,6 @@ async def test_batches_in_order_and_done_upto_reaches_the_end() -> None:
     lane.put(list(range(10)))
     await until(lambda: lane.done_upto == 10)
     assert target.calls == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
-    assert value(metrics, "esm_polled_events_total") == 10
     assert value(metrics, "esm_invoked_events_total") == 10
     await lane.stop(1)
 

@@ -1,0 +1,113 @@
+"""MappingContext: the part of a mapping that its source may use.
+
+Sources depend on this small surface (config, metrics, target, filters, the error policy
+with its OnFailure hand-over, AWS clients, lanes) rather than on the whole Mapping, so a
+source can be built and tested without a daemon, and ``service.mapping`` and
+``service.sources`` do not need each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from service.batching import BatchBuilder
+from service.config import AwsConfig, EsmdConfig, MappingConfig
+from service.filters import FilterCriteria
+from service.invoke import ErrorPolicy, Invoker
+from service.lane import Acker, Codec, Lane
+from service.metrics import MappingMetrics
+from service.targets import Target
+from service.windows import TumblingWindow
+from service.workers import SOLO, Worker
+
+
+def aws_client(
+    aws: AwsConfig, service: str, connections: int = 10
+) -> AbstractAsyncContextManager[Any]:
+    """An aiobotocore client; every AWS client of esmd comes from here. ``connections``
+    sizes its HTTP pool: a source whose long polls hold connections must leave room for its
+    deletes and checkpoints."""
+    return get_session().create_client(  # type: ignore[no-any-return]
+        service,
+        region_name=aws.region,
+        endpoint_url=aws.endpoint_for(service),
+        config=AioConfig(max_pool_connections=connections),
+    )
+
+
+@dataclass
+class MappingContext:
+    config: MappingConfig
+    esmd: EsmdConfig
+    metrics: MappingMetrics
+    target: Target
+    policy: ErrorPolicy
+    filters: FilterCriteria | None = None
+    worker: Worker = SOLO
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    iterator_age: bool = False  # streams report IteratorAge
+
+    @property
+    def name(self) -> str:
+        return self.config.Name
+
+    @property
+    def shutdown_grace(self) -> float:
+        return self.esmd.server.shutdown_grace_seconds
+
+    def aws_client(self, service: str, connections: int = 10) -> AbstractAsyncContextManager[Any]:
+        return aws_client(self.esmd.aws, service, connections)
+
+    def invoker(self, codec: Codec, policy: ErrorPolicy | None = None) -> Invoker:
+        return Invoker(
+            self.target,
+            codec.make_event,
+            self.metrics,
+            self.esmd.retry,
+            policy or self.policy,
+            self.stopping,
+            iterator_age=self.iterator_age,
+        )
+
+    def new_lane(
+        self,
+        key: str,
+        codec: Codec,
+        *,
+        invoker: Invoker | None = None,
+        acker: Acker | None = None,
+        ordered: bool = True,
+        slots: asyncio.Semaphore | None = None,
+        fifo: bool = False,
+        window: TumblingWindow | None = None,
+        max_queued: int | None = None,
+        on_backpressure: Callable[[bool], None] = lambda paused: None,
+        on_settled: Callable[[], None] = lambda: None,
+        before_batch: Callable[[], Awaitable[None]] | None = None,
+    ) -> Lane:
+        cfg = self.config
+        builder = BatchBuilder(cfg.batch_size, cfg.batching_window_seconds, codec.envelope_bytes)
+        return Lane(
+            key,
+            codec,
+            self.filters,
+            builder,
+            invoker or self.invoker(codec),
+            self.metrics,
+            acker=acker,
+            ordered=ordered,
+            slots=slots,
+            fifo=fifo,
+            window=window,
+            max_queued=max_queued or max(10_000, 4 * cfg.batch_size),
+            on_backpressure=on_backpressure,
+            on_settled=on_settled,
+            before_batch=before_batch,
+        )
