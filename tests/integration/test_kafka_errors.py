@@ -138,15 +138,21 @@ async def test_throttling_backs_off_counts_no_failure_and_loses_nothing(
 async def test_destination_down_holds_the_offset_until_it_accepts(
     kafka_bootstrap: str, moto_endpoint: str, unique: str, tmp_path: Path
 ) -> None:
-    """The SQS queue of the destination does not exist at first: the failed record is not
-    committed past until the queue appears and takes the invocation record."""
+    """With ``retry.block_on_destination_failure``, a destination that refuses holds the
+    mapping: the SQS queue does not exist at first, and the failed record is not committed
+    past until the queue appears and takes the invocation record. (By default the records
+    are dropped after ``retry.destination_attempts``: tests/integration/test_destinations.)"""
     topic, group, queue = f"down-{unique}", f"g-{unique}", f"esmd-down-{unique}"
     await create_topic(kafka_bootstrap, topic, 1)
     await produce_json(kafka_bootstrap, topic, [(0, {"seq": i}) for i in range(10)])
     arn = f"arn:aws:sqs:us-east-1:123456789012:{queue}"
     config = {
         "aws": {"endpoint_url": moto_endpoint},
-        "retry": {"initial_backoff_seconds": 0.05, "max_backoff_seconds": 0.2},
+        "retry": {
+            "initial_backoff_seconds": 0.05,
+            "max_backoff_seconds": 0.2,
+            "block_on_destination_failure": True,
+        },
         "functions": {"fn": {"python": "tests.integration.test_kafka_errors:fail_on_five"}},
         "mappings": [
             kafka_mapping(
@@ -187,7 +193,7 @@ async def test_destination_down_holds_the_offset_until_it_accepts(
 
 def _errors(daemon: Any) -> float:
     value = daemon.metrics.registry.get_sample_value(
-        "esm_errors_total", {"mapping": "down", "source": "kafka"}
+        "esm_errors_total", {"mapping": "down", "source": "kafka", "kind": "on_failure_destination"}
     )
     return value or 0
 
