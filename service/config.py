@@ -41,39 +41,13 @@ from service.arns import (
     parse_arn,
     role_arn,
 )
+from service.sources import PLANNED, SOURCES, owners
+from service.sources.kinds import ARN_SERVICES, SourceKind
 
 #: AWS's cap on the invocation payload of a synchronous Invoke (6 MB).
 MAX_PAYLOAD_BYTES = 6 * 1024 * 1024
 MAX_FILTERS = 5
 MAX_PATTERN_CHARS = 4096
-
-
-class SourceKind(enum.StrEnum):
-    """What a mapping polls; decided by its ARN or by SelfManagedEventSource."""
-
-    KAFKA = "kafka"  # self-managed Apache Kafka
-    MSK = "msk"  # Amazon MSK
-    SQS = "sqs"
-    KINESIS = "kinesis"
-    DYNAMODB = "dynamodb"
-    MQ = "mq"
-
-    @property
-    def is_kafka(self) -> bool:
-        return self in (SourceKind.KAFKA, SourceKind.MSK)
-
-    @property
-    def is_stream(self) -> bool:
-        return self in (SourceKind.KINESIS, SourceKind.DYNAMODB)
-
-
-_ARN_SERVICES = {
-    "kafka": SourceKind.MSK,
-    "sqs": SourceKind.SQS,
-    "kinesis": SourceKind.KINESIS,
-    "dynamodb": SourceKind.DYNAMODB,
-    "mq": SourceKind.MQ,
-}
 
 
 class _Model(BaseModel):
@@ -323,7 +297,7 @@ class MappingConfig(_Model):
         if self.SelfManagedEventSource is not None:
             return SourceKind.KAFKA
         arn = parse_arn(self.EventSourceArn or "")
-        return _ARN_SERVICES[arn.service if arn else ""]
+        return ARN_SERVICES[arn.service if arn else ""]
 
     @property
     def uuid(self) -> str:
@@ -332,15 +306,19 @@ class MappingConfig(_Model):
 
     @property
     def batch_size(self) -> int:
+        """BatchSize, or the source kind's default (the registry's: SQS 10, others 100)."""
         if self.BatchSize is not None:
             return self.BatchSize
-        return 10 if self.source_kind is SourceKind.SQS else 100
+        entry = SOURCES.get(self.source_kind)
+        return entry.batch_size if entry else 100
 
     @property
     def batching_window_seconds(self) -> float:
+        """MaximumBatchingWindowInSeconds, or the kind's default (Kafka 0.5 s, others 0)."""
         if self.MaximumBatchingWindowInSeconds is not None:
             return self.MaximumBatchingWindowInSeconds
-        return 0.5 if self.source_kind in (SourceKind.KAFKA, SourceKind.MSK, SourceKind.MQ) else 0
+        entry = SOURCES.get(self.source_kind)
+        return entry.window_seconds if entry else 0.5
 
     @property
     def consumer_group_id(self) -> str:
@@ -367,7 +345,7 @@ class MappingConfig(_Model):
             yield "EventSourceArn", "not a whole ARN (arn:aws:<service>:<region>:<account>:...)"
             return
         service = arn.service if arn else ""
-        if self.EventSourceArn is not None and service not in _ARN_SERVICES:
+        if self.EventSourceArn is not None and service not in ARN_SERVICES:
             yield "EventSourceArn", f"unsupported event source service {service!r}"
             return
         yield from _kind_errors(self)
@@ -379,88 +357,83 @@ _EFO_REFUSED = (
 )
 
 
+def _optional_properties(m: MappingConfig) -> Iterator[str]:
+    """The optional properties a mapping sets that only some source kinds have."""
+    given = {
+        "Topics": m.Topics is not None,
+        "Queues": m.Queues is not None,
+        "ParallelizationFactor": m.ParallelizationFactor != 1,
+        "TumblingWindowInSeconds": m.TumblingWindowInSeconds is not None,
+        "ScalingConfig": m.ScalingConfig is not None,
+        "ProvisionedPollerConfig": m.ProvisionedPollerConfig is not None,
+        "LoggingConfig": m.LoggingConfig is not None,
+    }
+    yield from (prop for prop, set_ in given.items() if set_)
+    for metric in m.MetricsConfig.Metrics if m.MetricsConfig else []:
+        if metric != "EventCount":
+            yield f"MetricsConfig.{metric}"
+
+
 def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    """The source registry's rules for the mapping's kind (service/sources/__init__.py)."""
     kind = m.source_kind
     stream = kinesis_consumer_stream(m.EventSourceArn or "")
     if stream is not None:
         yield "EventSourceArn", _EFO_REFUSED.format(stream=stream)
-    if kind.is_kafka:
-        if not m.Topics:
-            yield "Topics", "a Kafka mapping needs exactly one topic"
-        if m.StartingPosition is None:
-            yield "StartingPosition", "required for Kafka (TRIM_HORIZON, LATEST or AT_TIMESTAMP)"
-    elif m.Topics is not None:
-        yield "Topics", "only Kafka mappings have Topics"
-    if kind.is_stream and m.StartingPosition is None:
-        yield "StartingPosition", "required for Kinesis and DynamoDB Streams"
-    if kind is SourceKind.SQS:
-        if m.StartingPosition is not None:
-            yield "StartingPosition", "SQS mappings have no StartingPosition"
-        if (m.BatchSize or 0) > 10 and (m.MaximumBatchingWindowInSeconds or 0) < 1:
-            yield "BatchSize", "above 10 an SQS mapping needs MaximumBatchingWindowInSeconds >= 1"
-        if (m.EventSourceArn or "").endswith(".fifo") and (m.BatchSize or 0) > 10:
-            yield "BatchSize", "a FIFO queue allows at most 10"
-    if m.StartingPosition is StartPosition.AT_TIMESTAMP and m.StartingPositionTimestamp is None:
-        yield "StartingPositionTimestamp", "required with StartingPosition AT_TIMESTAMP"
+    entry = SOURCES.get(kind)
+    if entry is None:
+        yield "EventSourceArn", f"{PLANNED.get(kind, kind)} sources are not supported by esmd yet"
+        return
+    for prop in _optional_properties(m):
+        if prop not in entry.properties:
+            field, _, metric = prop.partition(".")
+            what = f"the {metric} metric" if metric else prop
+            yield (
+                (f"{field}.Metrics" if metric else field),
+                f"only {owners(prop)} mappings have {what}",
+            )
+    yield from _position_errors(m, entry.title, entry.starting_positions)
     if 0 <= m.MaximumRecordAgeInSeconds < 60:
         yield "MaximumRecordAgeInSeconds", "must be -1 or between 60 and 604800"
-    yield from _stream_errors(m, kind)
-    if m.ScalingConfig is not None and kind is not SourceKind.SQS:
-        yield "ScalingConfig", "only SQS mappings have ScalingConfig"
-    if m.ProvisionedPollerConfig is not None and not (kind.is_kafka or kind is SourceKind.SQS):
-        yield "ProvisionedPollerConfig", "only Kafka and SQS mappings have provisioned pollers"
-    kafka_only = {"ErrorCount", "KafkaMetrics"} & set(
-        m.MetricsConfig.Metrics if m.MetricsConfig else []
-    )
-    if kafka_only and not kind.is_kafka:
-        yield "MetricsConfig.Metrics", f"{', '.join(sorted(kafka_only))}: Kafka mappings only"
-    if m.LoggingConfig is not None and not kind.is_kafka:
-        yield "LoggingConfig", "only Kafka mappings have LoggingConfig (as in AWS)"
-    pollers = m.ProvisionedPollerConfig
-    if kind is SourceKind.SQS and pollers is not None and pollers.MinimumPollers < 2:
-        yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
-    yield from _destination_errors(m)
+    yield from _destination_errors(m, entry.title, entry.destinations)
+    yield from entry.rules(m)
 
 
-def _destination_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
-    """DestinationConfig.OnFailure as AWS accepts it per source: SQS, SNS or S3 ARNs for Kafka
-    and streams, ``kafka://<topic>`` (not the source topic) for Kafka only, none for SQS.
-    FIFO queues and topics are refused: AWS cannot deliver invocation records to them (they
-    carry no MessageGroupId), so every record sent there would be lost."""
+def _position_errors(
+    m: MappingConfig, title: str, allowed: tuple[str, ...]
+) -> Iterator[tuple[str, str]]:
+    if not allowed:
+        if m.StartingPosition is not None:
+            yield "StartingPosition", f"{title} mappings have no StartingPosition"
+        return
+    if m.StartingPosition is None:
+        yield "StartingPosition", f"required for {title} ({', '.join(allowed)})"
+    elif m.StartingPosition not in allowed:
+        yield "StartingPosition", f"{title} supports {' and '.join(allowed)} only"
+    if m.StartingPosition is StartPosition.AT_TIMESTAMP and m.StartingPositionTimestamp is None:
+        yield "StartingPositionTimestamp", "required with StartingPosition AT_TIMESTAMP"
+
+
+def _destination_errors(
+    m: MappingConfig, title: str, allowed: frozenset[str]
+) -> Iterator[tuple[str, str]]:
+    """DestinationConfig.OnFailure as AWS accepts it per source kind (the registry's
+    ``destinations``). FIFO queues and topics are refused: AWS cannot deliver invocation
+    records to them (they carry no MessageGroupId), so every record sent there would be
+    lost."""
     field, dest = "DestinationConfig.OnFailure.Destination", m.on_failure_destination
-    if dest is None:
-        return
-    kind = m.source_kind
-    if kind is SourceKind.SQS:
-        why = "failed messages return to the queue and its redrive policy (a DLQ) applies"
-        yield field, f"SQS mappings have no OnFailure destination: {why}"
-        return
-    if not (kind.is_kafka or kind.is_stream):
-        yield field, f"{kind} mappings have no OnFailure destination"
-        return
+    if dest is None or not allowed:
+        return  # a kind without destinations says why in its own rules
     found = destination_kind(dest)
     if found is None:
         yield field, f"{dest!r} is not an SQS queue, SNS topic or S3 bucket ARN, nor kafka://"
-    elif found == "kafka" and not kind.is_kafka:
-        yield field, "a kafka:// destination is for Kafka mappings only"
-    elif found == "kafka" and dest.removeprefix("kafka://") in (m.Topics or []):
-        yield field, "the Kafka destination topic cannot be the source topic"
+    elif found not in allowed:
+        shown = "kafka://" if found == "kafka" else found
+        yield field, f"a {shown} destination is for {owners('destination:' + found)} mappings only"
     elif is_fifo_destination(dest):
         what = "an SQS FIFO queue" if found == "sqs" else "an SNS FIFO topic"
         why = "AWS does not accept FIFO queues or topics as OnFailure destinations"
         yield field, f"{dest!r} is {what}: {why}; use a standard queue or topic"
-
-
-def _stream_errors(m: MappingConfig, kind: SourceKind) -> Iterator[tuple[str, str]]:
-    """Properties AWS accepts for Kinesis and DynamoDB Streams only."""
-    if kind is SourceKind.DYNAMODB and m.StartingPosition is StartPosition.AT_TIMESTAMP:
-        yield "StartingPosition", "DynamoDB Streams support TRIM_HORIZON and LATEST only"
-    if kind.is_stream:
-        return
-    if m.ParallelizationFactor != 1:
-        yield "ParallelizationFactor", "only Kinesis and DynamoDB Streams mappings have it"
-    if m.TumblingWindowInSeconds is not None:
-        yield "TumblingWindowInSeconds", "only Kinesis and DynamoDB Streams mappings have it"
 
 
 class EsmdConfig(_Model):

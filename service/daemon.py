@@ -21,28 +21,20 @@ from service.admin import serve
 from service.config import EsmdConfig
 from service.mapping import Mapping
 from service.metrics import Metrics
-from service.sources import SOURCES
 from service.targets import TARGETS
 from service.workers import SOLO, Worker, watch_parent
 
 
 def unsupported(config: EsmdConfig) -> list[str]:
     """Features valid in AWS's schema that this build cannot run yet, refused at start so no
-    record is acknowledged on a promise (a destination) that would not be kept. OnFailure
-    destinations run for Kafka, Kinesis and DynamoDB Streams (config validation refuses them
-    where AWS has none, as for SQS)."""
+    record is acknowledged on a promise that would not be kept. (Source kinds and their
+    OnFailure destinations are checked by the config, from the source registry.)"""
     problems = []
     for m in config.mappings:
-        if m.source_kind not in SOURCES:
-            problems.append(f"mapping {m.Name!r}: source {m.source_kind} is not available yet")
         kind = config.function_for(m).kind
         if kind not in TARGETS:
             problems.append(
                 f"mapping {m.Name!r}: FunctionName: {kind} targets are not available yet"
-            )
-        if m.on_failure_destination and not (m.source_kind.is_kafka or m.source_kind.is_stream):
-            problems.append(
-                f"mapping {m.Name!r}: DestinationConfig: not available for {m.source_kind}"
             )
     return problems
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 
-from service.config import EsmdConfig, MappingConfig, SourceKind
+from service.config import EsmdConfig, MappingConfig
 from service.context import MappingContext
 from service.destinations import (
     DestinationContext,
@@ -33,6 +33,7 @@ from service.filters import FilterCriteria
 from service.invoke import Backoff, ErrorPolicy
 from service.metrics import MappingMetrics, Metrics
 from service.sources import Poller, SourceEntry, make_poller, source_entry
+from service.sources.kinds import SourceKind
 from service.targets import Target, make_target
 from service.workers import SOLO, Worker
 

@@ -1,10 +1,16 @@
 """Sources: the registry of source kinds, one :class:`SourceEntry` each.
 
-An entry says everything the rest of esmd needs to know about a kind: how its records are
+An entry says everything the rest of esmd needs to know about a kind: its config defaults
+and limits (BatchSize, the batching window, which optional properties and StartingPosition
+values it takes, which OnFailure destinations, its own rules), how its records are
 identified and aged (:class:`~service.traits.RecordTraits`), how its failures are retried
 (redelivered by the source, or retried in place), what happens to a record over the payload
 cap, and the poller factory, imported lazily so an unused kind costs no import. Adding a
-source means a module in this folder and a line here.
+source means a module in this folder and an entry here; the config reads the entry, so it
+needs no if/elif of its own.
+
+This module imports nothing of esmd but leaf modules (kinds, traits), so ``service.config``
+can use it.
 
 A poller reads its source, feeds Lanes (``context.new_lane``) and acknowledges what they
 settle; it never batches or invokes on its own. ``run()`` returns when ``stop()`` was
@@ -14,14 +20,19 @@ called and everything settled was acknowledged.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from service.config import SourceKind
+from service.sources.kinds import SourceKind
 from service.traits import DYNAMODB, KAFKA, KINESIS, SQS, RecordTraits
 
 if TYPE_CHECKING:
+    from service.config import MappingConfig
     from service.context import MappingContext
+
+#: a kind's own config rules: (field, message) for each problem
+Rules = Callable[["MappingConfig"], Iterator[tuple[str, str]]]
 
 
 class Poller(Protocol):
@@ -32,10 +43,26 @@ class Poller(Protocol):
     def status(self) -> dict[str, Any]: ...
 
 
+def _no_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    return iter(())
+
+
 @dataclass(frozen=True)
 class SourceEntry:
+    title: str  # in messages: "only Kafka mappings have Topics"
     poller: str  # "module:factory"; factory(MappingContext) -> Poller
     traits: RecordTraits
+    # --- config: AWS's defaults and limits for the kind -----------------------------------
+    batch_size: int = 100  # BatchSize default
+    window_seconds: float = 0.0  # MaximumBatchingWindowInSeconds default
+    #: StartingPosition values it requires; () means it takes none
+    starting_positions: tuple[str, ...] = ()
+    #: optional CloudFormation properties only some kinds have, that this one has
+    properties: frozenset[str] = frozenset()
+    #: OnFailure destination kinds it may send to (see service.arns.destination_kind)
+    destinations: frozenset[str] = frozenset()
+    rules: Rules = _no_rules  # the kind's own rules
+    # --- delivery ---------------------------------------------------------------------------
     #: failed records go back to the source (SQS visibility, MQ redelivery) instead of
     #: being retried in place, and no OnFailure destination applies
     redelivery: bool = False
@@ -47,21 +74,105 @@ class SourceEntry:
     retries_with_destination: int | None = None
 
 
+def _kafka_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    if not m.Topics:
+        yield "Topics", "a Kafka mapping needs exactly one topic"
+    dest = m.on_failure_destination or ""
+    if dest.startswith("kafka://") and dest.removeprefix("kafka://") in (m.Topics or []):
+        yield (
+            "DestinationConfig.OnFailure.Destination",
+            ("the Kafka destination topic cannot be the source topic"),
+        )
+
+
+def _sqs_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    if (m.BatchSize or 0) > 10 and (m.MaximumBatchingWindowInSeconds or 0) < 1:
+        yield "BatchSize", "above 10 an SQS mapping needs MaximumBatchingWindowInSeconds >= 1"
+    if (m.EventSourceArn or "").endswith(".fifo") and (m.BatchSize or 0) > 10:
+        yield "BatchSize", "a FIFO queue allows at most 10"
+    pollers = m.ProvisionedPollerConfig
+    if pollers is not None and pollers.MinimumPollers < 2:
+        yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
+    if m.on_failure_destination is not None:
+        why = "failed messages return to the queue and its redrive policy (a DLQ) applies"
+        yield (
+            "DestinationConfig.OnFailure.Destination",
+            (f"SQS mappings have no OnFailure destination: {why}"),
+        )
+
+
+_KAFKA_PROPERTIES = frozenset(
+    {
+        "Topics",
+        "ProvisionedPollerConfig",
+        "LoggingConfig",
+        "MetricsConfig.ErrorCount",
+        "MetricsConfig.KafkaMetrics",
+    }
+)
+_STREAM_PROPERTIES = frozenset({"ParallelizationFactor", "TumblingWindowInSeconds"})
+_KAFKA = {
+    "title": "Kafka",
+    "poller": "service.sources.kafka:KafkaSource",
+    "traits": KAFKA,
+    "window_seconds": 0.5,
+    "starting_positions": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+    "properties": _KAFKA_PROPERTIES,
+    "destinations": frozenset({"sqs", "sns", "s3", "kafka"}),
+    "rules": _kafka_rules,
+    "oversize": "skip",
+    "retries_with_destination": 10,
+}
 SOURCES: dict[SourceKind, SourceEntry] = {
-    SourceKind.KAFKA: SourceEntry(
-        "service.sources.kafka:KafkaSource", KAFKA, oversize="skip", retries_with_destination=10
+    SourceKind.KAFKA: SourceEntry(**_KAFKA),  # type: ignore[arg-type]
+    SourceKind.MSK: SourceEntry(**_KAFKA),  # type: ignore[arg-type]
+    SourceKind.SQS: SourceEntry(
+        "SQS",
+        "service.sources.sqs:SqsPoller",
+        SQS,
+        batch_size=10,
+        properties=frozenset({"ScalingConfig", "ProvisionedPollerConfig"}),
+        rules=_sqs_rules,
+        redelivery=True,
     ),
-    SourceKind.MSK: SourceEntry(
-        "service.sources.kafka:KafkaSource", KAFKA, oversize="skip", retries_with_destination=10
-    ),
-    SourceKind.SQS: SourceEntry("service.sources.sqs:SqsPoller", SQS, redelivery=True),
     SourceKind.KINESIS: SourceEntry(
-        "service.sources.kinesis:KinesisPoller", KINESIS, iterator_age=True
+        "Kinesis",
+        "service.sources.kinesis:KinesisPoller",
+        KINESIS,
+        starting_positions=("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+        properties=_STREAM_PROPERTIES,
+        destinations=frozenset({"sqs", "sns", "s3"}),
+        iterator_age=True,
     ),
     SourceKind.DYNAMODB: SourceEntry(
-        "service.sources.dynamodb:DynamoDBPoller", DYNAMODB, iterator_age=True
+        "DynamoDB Streams",
+        "service.sources.dynamodb:DynamoDBPoller",
+        DYNAMODB,
+        starting_positions=("TRIM_HORIZON", "LATEST"),
+        properties=_STREAM_PROPERTIES,
+        destinations=frozenset({"sqs", "sns", "s3"}),
+        iterator_age=True,
     ),
 }
+#: kinds AWS has and esmd does not yet: refused by validation, with this name
+PLANNED = {SourceKind.MQ: "Amazon MQ"}
+
+
+def owners(prop: str) -> str:
+    """The kinds that have an optional property (or, ``destination:<kind>``, may send to an
+    OnFailure destination of that kind), for messages: "Kinesis and DynamoDB Streams"; "no"
+    when none esmd runs has it."""
+    destination = prop.removeprefix("destination:")
+    titles = list(
+        dict.fromkeys(
+            e.title
+            for e in SOURCES.values()
+            if prop in e.properties or (destination != prop and destination in e.destinations)
+        )
+    )
+    if not titles:
+        return "no"
+    return " and ".join([", ".join(titles[:-1]), titles[-1]] if len(titles) > 1 else titles)
 
 
 def source_entry(kind: SourceKind, mapping: str) -> SourceEntry:

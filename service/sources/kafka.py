@@ -28,12 +28,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from service.config import AwsConfig, MappingConfig, SourceKind, StartPosition
+from service.config import AwsConfig, MappingConfig, StartPosition
 from service.context import MappingContext, aws_client
 from service.filters import parse_payload
 from service.invoke import Backoff
 from service.lane import Kept, Lane
 from service.scaling import LagScaler, Load, PollerPool, PoolBounds
+from service.sources.kinds import SourceKind
 
 if TYPE_CHECKING:
     from service.filters import FilterCriteria

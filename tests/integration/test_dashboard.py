@@ -32,10 +32,11 @@ import pytest
 import yaml
 from aiobotocore.session import get_session
 
-from service.config import SourceKind, parse_config
+from service.config import parse_config
 from service.daemon import Daemon, unsupported
 from service.devtools.servers import prometheus_binary
 from service.sources import SOURCES
+from service.sources.kinds import SourceKind
 from tests.integration.kafka_helpers import (
     create_topic,
     kafka_mapping,
