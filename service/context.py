@@ -14,11 +14,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-
+from service.aws import aws_client
 from service.batching import BatchBuilder
-from service.config import AwsConfig, EsmdConfig, MappingConfig
+from service.config import EsmdConfig, MappingConfig
 from service.filters import FilterCriteria
 from service.invoke import ErrorPolicy, Invoker
 from service.lane import Acker, Codec, Lane
@@ -26,20 +24,6 @@ from service.metrics import MappingMetrics
 from service.targets import Target
 from service.windows import TumblingWindow
 from service.workers import SOLO, Worker
-
-
-def aws_client(
-    aws: AwsConfig, service: str, connections: int = 10
-) -> AbstractAsyncContextManager[Any]:
-    """An aiobotocore client; every AWS client of esmd comes from here. ``connections``
-    sizes its HTTP pool: a source whose long polls hold connections must leave room for its
-    deletes and checkpoints."""
-    return get_session().create_client(  # type: ignore[no-any-return]
-        service,
-        region_name=aws.region,
-        endpoint_url=aws.endpoint_for(service),
-        config=AioConfig(max_pool_connections=connections),
-    )
 
 
 @dataclass

@@ -10,8 +10,8 @@ from __future__ import annotations
 import orjson
 
 from service.arns import require_arn
+from service.aws import destination_client
 from service.destinations import DestinationContext, FailedBatch
-from service.destinations.aws import AwsClient
 from service.destinations.records import s3_key, shard_of
 from service.destinations.sqs import batch_record
 
@@ -21,7 +21,7 @@ class S3Destination:
         self.name = arn
         self._bucket = require_arn(arn).resource
         # S3 bucket ARNs carry no region: the aws section's
-        self._client = AwsClient("s3", None, context.aws)
+        self._client = destination_client(context.aws, "s3")
 
     async def open(self) -> None:
         await self._client.get()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 
 from service.arns import require_arn
+from service.aws import destination_client
 from service.destinations import DestinationContext, FailedBatch
-from service.destinations.aws import AwsClient
 from service.destinations.sqs import batch_record
 
 
@@ -14,7 +14,7 @@ class SnsDestination:
     def __init__(self, arn: str, context: DestinationContext) -> None:
         self.name = arn
         self._arn = arn
-        self._client = AwsClient("sns", require_arn(arn).region, context.aws)
+        self._client = destination_client(context.aws, "sns", require_arn(arn).region)
 
     async def open(self) -> None:
         await self._client.get()

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 
 from service.arns import require_arn
+from service.aws import destination_client
 from service.destinations import DestinationContext, FailedBatch
-from service.destinations.aws import AwsClient
 from service.destinations.records import kafka_batch_record, shard_of, stream_batch_record
 
 
@@ -30,7 +30,7 @@ class SqsDestination:
         parts = require_arn(arn)
         self.name = arn
         self._account, self._queue = parts.account, parts.resource
-        self._client = AwsClient("sqs", parts.region, context.aws)
+        self._client = destination_client(context.aws, "sqs", parts.region)
         self._url: str | None = None
 
     async def open(self) -> None:

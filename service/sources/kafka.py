@@ -28,8 +28,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
+from service.aws import aws_client
 from service.config import AwsConfig, MappingConfig, StartPosition
-from service.context import MappingContext, aws_client
+from service.context import MappingContext
 from service.filters import parse_payload
 from service.invoke import Backoff
 from service.lane import Kept, Lane

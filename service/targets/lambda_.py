@@ -18,16 +18,14 @@ Runtime Interface Emulator. What comes back:
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import aiohttp
 import orjson
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.config import MAX_PAYLOAD_BYTES, FunctionConfig
+from service.aws import NO_RETRIES, LazyClient
+from service.config import MAX_PAYLOAD_BYTES, AwsConfig, FunctionConfig
 from service.targets import (
     InvokeResult,
     ServiceErrorLog,
@@ -50,29 +48,16 @@ class LambdaTarget:
         assert config.lambda_ is not None
         self.name = name
         self._function = config.lambda_
-        self._region = region
-        self._endpoint = config.endpoint_url or endpoint_url
         # botocore's own retries would hide throttling from the Invoker's backoff
-        self._config = AioConfig(
+        self._client = LazyClient(
+            AwsConfig(region=region),
+            "lambda",
+            100,
+            endpoint_url=config.endpoint_url or endpoint_url,
             read_timeout=config.timeout_seconds + 5,
-            retries={"total_max_attempts": 1, "mode": "standard"},
-            max_pool_connections=100,
+            retries=NO_RETRIES,
         )
-        self._stack = contextlib.AsyncExitStack()
-        self._client: Any = None
         self._service_errors = ServiceErrorLog(name, "lambda")
-
-    async def _lambda(self) -> Any:
-        if self._client is None:
-            self._client = await self._stack.enter_async_context(
-                get_session().create_client(
-                    "lambda",
-                    region_name=self._region,
-                    endpoint_url=self._endpoint,
-                    config=self._config,
-                )
-            )
-        return self._client
 
     async def invoke(self, event: dict[str, Any]) -> InvokeResult:
         payload = orjson.dumps(event)
@@ -88,7 +73,7 @@ class LambdaTarget:
 
     async def _call(self, payload: bytes) -> InvokeResult:
         try:
-            client = await self._lambda()
+            client = await self._client.get()
             resp = await client.invoke(
                 FunctionName=self._function, InvocationType="RequestResponse", Payload=payload
             )
@@ -110,5 +95,4 @@ class LambdaTarget:
         return InvokeResult(result, resp.get("FunctionError") or error_in_body(result))
 
     async def close(self) -> None:
-        await self._stack.aclose()
-        self._client = None
+        await self._client.close()

@@ -1,0 +1,83 @@
+"""The one way esmd makes aiobotocore clients: sources, destinations, checkpoints and the
+Lambda target all come here, so region, endpoint (moto, LocalStack, per-service overrides)
+and connection pool follow the ``aws`` section the same way everywhere."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from aiobotocore.config import AioConfig
+from aiobotocore.session import get_session
+
+from service.config import AwsConfig
+
+#: botocore's own retries off: the caller's backoff (the Invoker's, the sender's) must see
+#: every throttle and failure
+NO_RETRIES = {"total_max_attempts": 1, "mode": "standard"}
+
+
+def aws_client(
+    aws: AwsConfig,
+    service: str,
+    connections: int = 10,
+    *,
+    region: str | None = None,
+    endpoint_url: str | None = None,
+    **config: Any,
+) -> AbstractAsyncContextManager[Any]:
+    """A client of ``service``. ``connections`` sizes its HTTP pool: a source whose long polls
+    hold connections must leave room for its deletes and checkpoints; ``config`` goes to
+    AioConfig (timeouts, retries)."""
+    return get_session().create_client(  # type: ignore[no-any-return]
+        service,
+        region_name=region or aws.region,
+        endpoint_url=endpoint_url or aws.endpoint_for(service),
+        config=AioConfig(max_pool_connections=connections, **config),
+    )
+
+
+class LazyClient:
+    """A client made on first use and closed with ``close()``: for objects that live as long
+    as a mapping (a destination, a target) and may never need their client."""
+
+    def __init__(
+        self,
+        aws: AwsConfig,
+        service: str,
+        connections: int = 10,
+        *,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        **config: Any,
+    ) -> None:
+        self._make = functools.partial(
+            aws_client,
+            aws,
+            service,
+            connections,
+            region=region,
+            endpoint_url=endpoint_url,
+            **config,
+        )
+        self._stack = contextlib.AsyncExitStack()
+        self._client: Any = None
+
+    async def get(self) -> Any:
+        if self._client is None:
+            self._client = await self._stack.enter_async_context(self._make())
+        return self._client
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._client = None
+
+
+def destination_client(aws: AwsConfig, service: str, region: str | None = None) -> LazyClient:
+    """The client of an OnFailure destination: no retries of botocore's (the sender retries),
+    and short timeouts, so a hung service does not hold a send for long."""
+    return LazyClient(
+        aws, service, region=region, retries=NO_RETRIES, connect_timeout=10, read_timeout=30
+    )
