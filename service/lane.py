@@ -308,6 +308,10 @@ class Lane:
     # --- invoking -------------------------------------------------------------------------
 
     async def _invoke(self, batch: Batch) -> None:
+        if self._ordered:
+            # pending from now, before any wait, and for good if the lane stops: the batch
+            # has left the builder, and nothing may be acknowledged past its first record
+            self._inflight_first = batch.first_position
         if self._stopping:
             if self._acker is not None:
                 self._acker.abandoned(batch.records)
@@ -315,8 +319,6 @@ class Lane:
         if batch.records:
             self._metrics.batch_closed(len(batch), batch.reason)
         if self._ordered:
-            # pending from now, before any wait: the batch has left the builder
-            self._inflight_first = batch.first_position
             if self._before_batch is not None:
                 await self._before_batch()
             if self._slots is None:

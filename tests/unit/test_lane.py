@@ -230,3 +230,27 @@ async def test_stop_after_grace_cancels_a_hung_invocation(grace: float) -> None:
     await asyncio.sleep(0.01)
     await lane.stop(grace)
     assert lane.done_upto == 0
+
+
+async def test_a_stop_never_acknowledges_the_batch_it_refuses_to_start() -> None:
+    """Stopped while [0, 1] is in flight: that batch finishes; [2], closed right after it,
+    is not started, and the checkpoint stays before it."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    class Slow(FakeTarget):
+        async def invoke(self, event: dict[str, Any]) -> InvokeResult:
+            started.set()
+            await release.wait()
+            return await super().invoke(event)
+
+    target = Slow()
+    lane, _ = make_lane(target, batch=2)
+    lane.start()
+    lane.put([0, 1, 2])
+    await started.wait()
+    stopping = asyncio.create_task(lane.stop(5))
+    await asyncio.sleep(0)
+    release.set()
+    await stopping
+    assert target.delivered == [0, 1]
+    assert lane.done_upto == 2
