@@ -396,7 +396,23 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
     if 0 <= m.MaximumRecordAgeInSeconds < 60:
         yield "MaximumRecordAgeInSeconds", "must be -1 or between 60 and 604800"
     yield from _destination_errors(m, entry.title, entry.destinations)
+    yield from _access_errors(m)
     yield from entry.rules(m)
+
+
+#: SourceAccessConfigurations that only place AWS's pollers in a network: nothing to do here
+_NETWORK_ONLY = {"VPC_SUBNET", "VPC_SECURITY_GROUP"}
+
+
+def _access_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    """Authentication esmd cannot honour yet is refused: connecting without the credentials
+    a mapping names would silently ignore accepted configuration."""
+    for i, access in enumerate(m.SourceAccessConfigurations):
+        if access.Type not in _NETWORK_ONLY:
+            yield f"SourceAccessConfigurations[{i}].Type", (
+                f"{access.Type}: esmd cannot authenticate to the source yet; refused rather "
+                "than connecting without it"
+            )
 
 
 def _position_errors(

@@ -313,3 +313,22 @@ def test_destination_retry_settings() -> None:
     described = json_schema()["$defs"]["RetryConfig"]["properties"]
     assert "dropped" in described["destination_attempts"]["description"]
     assert "as long as the mapping runs" in described["block_on_destination_failure"]["description"]
+
+
+def test_source_authentication_is_refused_until_esmd_can_use_it() -> None:
+    """A mapping pasted with SASL credentials must not pass and then connect in PLAINTEXT."""
+    mapping = {
+        "Name": "auth",
+        "FunctionName": "f",
+        "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["b:9092"]}},
+        "Topics": ["t"],
+        "StartingPosition": "LATEST",
+        "SourceAccessConfigurations": [
+            {"Type": "VPC_SUBNET", "URI": "subnet:subnet-1"},
+            {"Type": "SASL_SCRAM_512_AUTH", "URI": "arn:aws:secretsmanager:us-east-1:1:secret:s"},
+        ],
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": [mapping]})
+    assert [p.field for p in info.value.problems] == ["SourceAccessConfigurations[1].Type"]
+    assert "SASL_SCRAM_512_AUTH" in str(info.value)
