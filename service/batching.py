@@ -28,6 +28,9 @@ class Batch:
     payload_bytes: int
     reason: CloseReason
     first_added_at: float = 0.0  # monotonic time the first record entered the batch
+    #: each record's position (empty when the batch was not built by a BatchBuilder), so a
+    #: lane can checkpoint inside a batch that succeeds part by part
+    positions: list[int] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,6 +46,7 @@ class BatchBuilder:
     max_bytes: int = MAX_PAYLOAD_BYTES
     clock: Callable[[], float] = time.monotonic
     _records: list[dict[str, Any]] = field(default_factory=list)
+    _positions: list[int] = field(default_factory=list)
     _bytes: int = 0
     _first_position: int = 0
     _last_position: int = 0
@@ -65,6 +69,7 @@ class BatchBuilder:
             self._opened_at = self.clock()
             self._first_position = position
         self._records.append(record)
+        self._positions.append(position)
         self._bytes += size
         self._last_position = position
         return len(self._records) >= self.max_records
@@ -77,7 +82,7 @@ class BatchBuilder:
 
         The bulk form of ``fits``/``add`` for the hot path: one call per chunk, not per record.
         """
-        records = self._records
+        records, positions = self._records, self._positions
         room = self.max_records - len(records)
         budget = self.max_bytes - self.envelope_bytes - self._bytes
         end = min(len(kept) if stop is None else stop, start + room)
@@ -90,6 +95,7 @@ class BatchBuilder:
             if size > budget and records:
                 break
             records.append(record)
+            positions.append(position)
             budget -= size
             self._last_position = position
             i += 1
@@ -114,7 +120,9 @@ class BatchBuilder:
             self.envelope_bytes + self._bytes,
             reason,
             self._opened_at,
+            self._positions,
         )
         self._records = []
+        self._positions = []
         self._bytes = 0
         return batch

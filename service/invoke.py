@@ -13,7 +13,7 @@ once (docs/error-handling.md cites AWS's pages for each):
   batch, are given up on (``RecordAgeExceeded``); the others are invoked.
 - **A single record over the 6 MB payload cap** is not retried forever: sources whose policy
   says ``oversize="skip"`` (Kafka, MQ) count it dropped and move on, as AWS does; the others
-  give it up to the OnFailure destination (``PayloadSizeExceeded``).
+  give it up to the OnFailure destination (``MaximumPayloadSizeExceeded``).
 - **ReportBatchItemFailures**: one parser (:meth:`RecordTraits.failed_indexes`); a malformed
   response fails the whole batch. Ordered sources retry from the lowest failed record (what
   precedes it succeeded); a partial success does not reset the attempt count: a record's
@@ -133,11 +133,20 @@ class Invoker:
         self._throttle = Backoff(retry.throttle_backoff_seconds, retry.max_backoff_seconds)
         self._stopping = stopping
         self._iterator_age = iterator_age
+        self._progress: Callable[[Record], None] | None = None
         self._log = structlog.get_logger("esmd.invoke").bind(mapping=metrics.mapping)
 
-    async def process(self, batch: Batch, extra: dict[str, Any] | None = None) -> Settlement:
+    async def process(
+        self,
+        batch: Batch,
+        extra: dict[str, Any] | None = None,
+        progress: Callable[[Record], None] | None = None,
+    ) -> Settlement:
         """Settle every record of the batch; ``extra`` fields join the event (tumbling
-        windows: their ``state`` must come back in the response). Raises Abandoned."""
+        windows: their ``state`` must come back in the response). ``progress`` is told of a
+        record when every record before it in the batch is settled (a partial success, a
+        settled first half), so an ordered source can checkpoint inside a long retry.
+        Raises Abandoned."""
         from service.destinations import DestinationUnavailable
 
         records = batch.records
@@ -148,6 +157,7 @@ class Invoker:
             if not records:  # a tumbling window's final invocation: state, no records
                 return Settlement([], await self._final(extra or {}))
             box: list[Any] = [None]
+            self._progress = progress
             released = await self._settle(records, 0, 0, extra, box)
         except DestinationUnavailable:
             raise Abandoned from None
@@ -189,7 +199,10 @@ class Invoker:
                 self._log.info("bisecting failed batch", records=len(records))
                 half = len(records) // 2
                 await self._settle(records[:half], retries, invokes, extra, box)
+                self._advance(records[half])
                 return await self._settle(records[half:], retries, invokes, extra, box)
+            if first:
+                self._advance(records[first])
             records = records[first:]
             if 0 <= policy.max_retries <= retries:
                 await policy.give_up(records, _failure("RetryAttemptsExhausted", invokes, result))
@@ -205,6 +218,10 @@ class Invoker:
                 error=_short(result.payload),
             )
             await self._pause(wait)
+
+    def _advance(self, record: Record) -> None:
+        if self._progress is not None:
+            self._progress(record)
 
     def _failed(
         self, result: InvokeResult, records: list[Record], extra: dict[str, Any] | None
@@ -267,7 +284,7 @@ class Invoker:
             self._metrics.dropped.inc()
             self._log.error("record over the payload cap skipped", bytes=size)
         else:
-            await self.policy.give_up(records, _failure("PayloadSizeExceeded", 0, None))
+            await self.policy.give_up(records, _failure("MaximumPayloadSizeExceeded", 0, None))
         return True
 
     async def _final(self, extra: dict[str, Any]) -> Any:

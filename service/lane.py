@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -122,7 +123,7 @@ class Lane:
         self._paused = False
         self._consumed_upto: int | None = None
         self._inflight_first: int | None = None
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[bool]] = set()
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
@@ -277,9 +278,15 @@ class Lane:
         while i < n:
             i = builder.fill(kept, i, n)
             if builder.full:
-                await self._invoke(builder.flush("size"))
+                gave_back = await self._invoke(builder.flush("size"))
             elif i < n:
-                await self._invoke(builder.flush("bytes"))
+                gave_back = await self._invoke(builder.flush("bytes"))
+            else:
+                return
+            if gave_back and i < n and self._acker is not None:
+                # FIFO: the rest of this chunk is behind the failed record too
+                self._acker.settled([], [k[0] for k in kept[i:n]])
+                return
 
     async def _fill_windowed(self, kept: list[Kept]) -> None:
         """Batch run by run of records in the same tumbling window; a record of a later
@@ -307,7 +314,9 @@ class Lane:
 
     # --- invoking -------------------------------------------------------------------------
 
-    async def _invoke(self, batch: Batch) -> None:
+    async def _invoke(self, batch: Batch) -> bool:
+        """Deliver (ordered: wait for it) or start (unordered) a batch; True when a FIFO lane
+        gave back what was queued behind a failed record."""
         if self._ordered:
             # pending from now, before any wait, and for good if the lane stops: the batch
             # has left the builder, and nothing may be acknowledged past its first record
@@ -322,37 +331,38 @@ class Lane:
             if self._before_batch is not None:
                 await self._before_batch()
             if self._slots is None:
-                await self._deliver(batch)
-            else:
-                async with self._slots:
-                    await self._deliver(batch)
-            return
+                return await self._deliver(batch)
+            async with self._slots:
+                return await self._deliver(batch)
         if self._slots is not None:
             await self._slots.acquire()
         task = asyncio.create_task(self._deliver(batch))
         self._inflight.add(task)
         task.add_done_callback(self._finished)
+        return False
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[bool]) -> None:
         self._inflight.discard(task)
         if self._slots is not None:
             self._slots.release()
 
-    async def _deliver(self, batch: Batch) -> None:
+    async def _deliver(self, batch: Batch) -> bool:
         window = self._window
         extra = window.extra(final=not batch.records) if window is not None else None
+        progress = functools.partial(self._advance, batch) if self._ordered else None
         try:
-            settlement = await self._invoker.process(batch, extra)
+            settlement = await self._invoker.process(batch, extra, progress)
         except Abandoned:
             if self._acker is not None:
                 self._acker.abandoned(batch.records)
             if self._ordered:
                 raise LaneStopped from None
-            return
+            return False
         if window is not None:
             window.took(settlement.payload)
         released = settlement.released
-        if released and self._fifo:
+        gave_back = bool(released) and self._fifo
+        if gave_back:
             released = released + self._release_queued()
         if self._acker is not None:
             self._acker.settled(batch.records, released)
@@ -361,6 +371,17 @@ class Lane:
             if self._consumed_upto is None or self._consumed_upto <= batch.last_position:
                 self._consumed_upto = batch.last_position + 1
         self._on_settled()
+        return gave_back
+
+    def _advance(self, batch: Batch, record: Record) -> None:
+        """Every record of ``batch`` before ``record`` is settled: the checkpoint may pass
+        them while the rest is retried."""
+        if not batch.positions:
+            return
+        for i, r in enumerate(batch.records):
+            if r is record:
+                self._inflight_first = batch.positions[i]
+                return
 
     def _release_queued(self) -> list[Any]:
         """FIFO: a group whose batch failed gives back everything queued behind it, so no

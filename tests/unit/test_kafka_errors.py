@@ -329,7 +329,8 @@ async def test_lane_checkpoint_waits_for_the_destination_then_passes_the_records
     lane.put([0, 1, 2, 3, 4, 5])
     await until(lambda: [1] in target.calls)
     await asyncio.sleep(0.02)
-    assert lane.done_upto == 0  # record 1 is neither delivered nor handed over yet
+    # record 0 was delivered (the first half); record 1 is neither delivered nor handed over
+    assert lane.done_upto == 1
     accept.set()
     await until(lambda: lane.done_upto == 6)
     assert handed == [[1]]
@@ -351,3 +352,32 @@ async def test_lane_does_not_pass_records_whose_destination_delivery_was_abandon
     await asyncio.sleep(0.02)
     assert lane.done_upto == 2  # the first batch was delivered; the second was not settled
     await lane.stop(1)
+
+
+async def test_lane_checkpoint_moves_to_the_lowest_failed_record_during_retries() -> None:
+    """A partial success settles what precedes the lowest failed record: the checkpoint
+    passes it while the rest is retried, so a stop then re-reads from record 3, not 0."""
+
+    def respond(offsets: list[int]) -> InvokeResult:
+        failed = [o for o in offsets if o >= 3]
+        return InvokeResult(
+            {
+                "batchItemFailures": [
+                    {"itemIdentifier": {"partition": "t-0", "offset": o}} for o in failed
+                ]
+            }
+        )
+
+    target = Target(respond)
+    stopping = asyncio.Event()
+    inv, metrics = invoker(target, partial=True, stopping=stopping)
+    lane = Lane(
+        "t-0", KafkaCodec(), None, BatchBuilder(10, 0, 10), inv, metrics.for_mapping("m", "kafka")
+    )
+    lane.start()
+    lane.put(list(range(10)))
+    await until(lambda: len(target.calls) >= 3)
+    assert lane.done_upto == 3
+    stopping.set()
+    await lane.stop(1)
+    assert lane.done_upto == 3
