@@ -37,6 +37,9 @@ class MappingContext:
     worker: Worker = SOLO
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     iterator_age: bool = False  # streams report IteratorAge
+    #: the source calls it once it reached its server (and after each recovery): the
+    #: mapping's state reason goes back to USER_INITIATED
+    connected: Callable[[], None] = lambda: None
 
     @property
     def name(self) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 from typing import Any
 
 import structlog
@@ -29,6 +30,7 @@ from service.destinations import (
 )
 from service.destinations.records import Failure
 from service.destinations.sender import OnFailureSender
+from service.errors import EVENT_SOURCE_ERROR, USER_INITIATED, SourceError
 from service.filters import FilterCriteria
 from service.invoke import Backoff, ErrorPolicy
 from service.metrics import MappingMetrics, Metrics
@@ -68,6 +70,9 @@ class Mapping:
         self.poller: Poller | None = None
         self.on_failure: OnFailureSender | None = None
         self.source_info: SourceInfo | None = None
+        #: AWS's StateTransitionReason: why the mapping is in its state (service/errors.py)
+        self.state_reason: str | None = None
+        self.last_error: str | None = None
         self._stopping = asyncio.Event()
         self._log = structlog.get_logger("esmd.mapping").bind(mapping=config.Name)
 
@@ -107,9 +112,18 @@ class Mapping:
                     failures = 0
                 except Exception as exc:
                     self.metrics.error("polling")
+                    self.set_reason(
+                        exc.reason if isinstance(exc, SourceError) else EVENT_SOURCE_ERROR,
+                        str(exc),
+                    )
                     wait = backoff.delay(failures)
                     failures += 1
-                    self._log.error("poller failed", error=repr(exc), retry_in=round(wait, 2))
+                    self._log.error(
+                        "poller failed",
+                        reason=self.state_reason,
+                        error=repr(exc),
+                        retry_in=round(wait, 2),
+                    )
                     with_stop = asyncio.create_task(self._stopping.wait())
                     await asyncio.wait({with_stop}, timeout=wait)
                     with_stop.cancel()
@@ -118,6 +132,14 @@ class Mapping:
             await self.target.close()
             if self.on_failure is not None:
                 await self.on_failure.close()
+
+    def set_reason(self, reason: str, error: str | None = None) -> None:
+        """The state transition reason: USER_INITIATED while the source answers, else an
+        AWS code (the source says which by raising a SourceError)."""
+        self.metrics.reason(reason, self.state_reason)
+        self.state_reason = reason
+        if error is not None:
+            self.last_error = error
 
     def stop(self) -> None:
         """Soft stop: no new batches, no more retries; lanes finish what is in flight."""
@@ -140,6 +162,7 @@ class Mapping:
             filters=self.filters,
             worker=self.worker,
             stopping=self._stopping,
+            connected=functools.partial(self.set_reason, USER_INITIATED),
             iterator_age=self.source.iterator_age,
         )
 
@@ -243,6 +266,8 @@ class Mapping:
             "name": self.name,
             "uuid": self.config.uuid,
             "state": self.state.value,
+            "state_reason": self.state_reason,
+            "last_error": self.last_error,
             "source": self.config.source_kind.value,
             "function": self.config.FunctionName,
             "poller": self.poller.status() if self.poller else None,

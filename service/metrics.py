@@ -100,6 +100,13 @@ class Metrics:
             buckets=_DURATION_BUCKETS,
             registry=r,
         )
+        self.state_reason = Gauge(
+            "esm_state_reason",
+            "1 for the mapping's current state transition reason (AWS's codes)",
+            (*_LABELS, "reason"),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.invoke_concurrency = Gauge(
             "esm_invoke_concurrency",
             "Invocations of the mapping in flight (AWS: the function's ConcurrentExecutions)",
@@ -162,6 +169,12 @@ class MappingMetrics:
         """Count an error of AWS's ErrorCount family: polling the source, invoking the target,
         committing a position, delivering to the OnFailure destination, the schema registry."""
         self.errors[kind].inc(count)
+
+    def reason(self, reason: str, previous: str | None) -> None:
+        """esm_state_reason: ``reason`` now, ``previous`` no longer."""
+        if previous is not None and previous != reason:
+            self.metrics.state_reason.labels(self.mapping, self.source, previous).set(0)
+        self.metrics.state_reason.labels(self.mapping, self.source, reason).set(1)
 
     def batch_closed(self, size: int, reason: str) -> None:
         self.metrics.batch_size.labels(self.mapping, self.source, reason).observe(size)

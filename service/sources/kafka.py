@@ -266,6 +266,7 @@ class KafkaPoller:
         consumer = self._consumer = self._make_consumer()
         consumer.subscribe([self._topic], listener=_Rebalance(self))
         await consumer.start()
+        self._mapping.connected()
         self._log.info("consumer started", topic=self._topic, group=self._group_id)
         committer = asyncio.create_task(self._commit_loop(), name="kafka committer")
         try:

@@ -395,6 +395,7 @@ class ShardPoller:
         try:
             while not self._stopping.is_set():
                 await self._cycle()
+                self._mapping.connected()
                 self._wakeup.clear()
                 waits = [asyncio.ensure_future(e.wait()) for e in (self._stopping, self._wakeup)]
                 await asyncio.wait(waits, timeout=self.period, return_when=asyncio.FIRST_COMPLETED)

@@ -196,6 +196,7 @@ class SqsPoller:
                 QueueUrl=self._url, AttributeNames=["VisibilityTimeout"]
             )
             self._visibility = int(attrs["Attributes"].get("VisibilityTimeout", 30))
+            self._context.connected()
             pool = self._pool = PollerPool(
                 self._receive_loop, self._bounds, self._context.metrics, "sqs receiver"
             )

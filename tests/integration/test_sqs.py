@@ -192,3 +192,29 @@ async def test_slow_handler_gets_no_duplicate_past_the_visibility_timeout(
         for r in e["Records"]
     }
     assert receive_counts == {"1"}
+
+
+async def test_a_missing_queue_shows_in_the_state_reason_until_it_appears(
+    sqs: Any, elasticmq_endpoint: str, unique: str
+) -> None:
+    """The poller fails (the queue does not exist), the daemon stays up, the mapping says
+    why; once the queue exists the reason goes back to USER_INITIATED and messages flow."""
+    fn = f"late-{unique}"
+    arn = f"arn:aws:sqs:us-east-1:{ACCOUNT}:{fn}"
+    cfg = config(elasticmq_endpoint, fn, "collect", arn)
+    async with running_daemon(cfg) as daemon:
+        (mapping,) = daemon.mappings
+
+        def reason(code: str) -> float:
+            labels = {"mapping": fn, "source": "sqs", "reason": code}
+            return daemon.metrics.registry.get_sample_value("esm_state_reason", labels) or 0
+
+        await wait_for(lambda: reason("EVENT_SOURCE_ERROR") == 1, 30, "the error reason")
+        status = mapping.status()
+        assert status["state_reason"] == "EVENT_SOURCE_ERROR"
+        assert "does not exist" in (status["last_error"] or "")
+        url, _ = await make_queue(sqs, fn)
+        await send(sqs, url, [{"seq": 1}])
+        await wait_for(lambda: len(sqs_handlers.seen[fn]) == 1, 60, "the message")
+        assert mapping.status()["state_reason"] == "USER_INITIATED"
+        assert reason("USER_INITIATED") == 1 and reason("EVENT_SOURCE_ERROR") == 0
