@@ -35,10 +35,12 @@ class FilterCriteria:
     def __init__(self, rules: list[list[SubRule]]) -> None:
         #: per filter, its sub-rules (``$or`` expanded), as event-ruler reads them
         self.rules = rules
-        #: the top-level record keys the patterns read: a source may build only those
-        self.keys = frozenset(f.path[0] for filt in rules for rule in filt for f in rule)
+        #: the top-level keys of a filter view the patterns read (the first part of each
+        #: field's name): a source may build only those (a view's own keys hold no dots)
+        self.keys = frozenset(f.segments[0] for filt in rules for rule in filt for f in rule)
+        matchers = [fast_matcher(r) for filt in rules for r in filt]
         #: ``matches`` as one plain function, for hot loops
-        self.matcher: Predicate = _any_of([fast_matcher(r) for filt in rules for r in filt])
+        self.matcher: Predicate = _any_of(matchers)
 
     @classmethod
     def parse(

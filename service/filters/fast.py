@@ -13,21 +13,33 @@ a closure compiled for that node (:func:`evaluator`), which applies event-ruler'
 - when an ``exists: false`` sits below an array of objects, the answer depends on
   event-ruler's key order, and the record goes to :mod:`service.filters.exact`.
 
+The tree's keys are the parts of the fields' names between dots. A record may also spell
+several of them as one key (``{"a.b": 1}`` for the field ``a.b``, as EventBridge joins
+keys): where the pattern reaches two or more parts below a dict, the generated code looks
+for those joined keys too, and a record that has one goes to the exact engine, which reads
+keys as event-ruler does.
+
 The payload checks ESM documents (see :func:`service.filters.exact.payload_guard`) are
 emitted first. Generated code names only its own locals; keys and constants reach it as
 default arguments, so no pattern text is ever part of the source.
+
+A sub-rule with an empty key part (whose reading depends on the sub-rule's other names,
+see :func:`service.filters.grammar.field_steps`) is decided by the exact engine alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from service.filters.core import MISSING, PAYLOAD_KEYS, Ambiguous, Predicate, RawPayload
 from service.filters.exact import exact_matcher
 from service.filters.grammar import SubRule
 from service.filters.leaf import Leaf, leaf_node, scalars
 from service.filters.numbers import SAFE_INT
+
+#: What sends a record from the generated code to the exact engine.
+_DEFERRED: Final = (Ambiguous,)
 
 
 @dataclass(slots=True)
@@ -36,6 +48,9 @@ class Node:
 
     leaf: Leaf | None = None
     children: dict[str, Node] = field(default_factory=dict)
+    #: record keys that join two or more parts below this one (``"b.c"`` for ``a.b.c`` at
+    #: ``a``): a dict holding one goes to the exact engine
+    joined: frozenset[str] = frozenset()
 
     @property
     def absence_below(self) -> bool:
@@ -53,12 +68,21 @@ class Node:
 
 
 def build_tree(rule: SubRule) -> Node:
+    """The sub-rule's fields as a tree of key parts, each node knowing its joined keys."""
     root = Node()
+    joined: dict[int, set[str]] = {}
     for f in rule:
-        node = root
-        for key in f.path:
-            node = node.children.setdefault(key, Node())
+        node, parts = root, f.segments
+        for i, part in enumerate(parts):
+            below = joined.setdefault(id(node), set())
+            below.update(".".join(parts[i:j]) for j in range(i + 2, len(parts) + 1))
+            node = node.children.setdefault(part, Node())
         node.leaf = f.leaf
+    todo = [root]
+    while todo:
+        node = todo.pop()
+        node.joined = frozenset(joined.get(id(node), ()))
+        todo.extend(node.children.values())
     return root
 
 
@@ -68,6 +92,7 @@ def evaluator(node: Node) -> Predicate:
         assert node.leaf is not None
         return leaf_node(node.leaf)
     kids = tuple((key, evaluator(child)) for key, child in node.children.items())
+    joined = tuple(node.joined)
     leaf = node.leaf
     test = leaf.scalar_test() if leaf is not None and leaf.has_value_test else None
     needs_leaf = leaf is not None
@@ -76,6 +101,9 @@ def evaluator(node: Node) -> Predicate:
     empty_ok = all(child.empty_ok for child in node.children.values())  # keys below, unmet
 
     def in_dict(obj: dict[str, Any]) -> bool:
+        for key in joined:
+            if key in obj:
+                raise Ambiguous
         for key, kid in kids:
             if not kid(obj.get(key, MISSING)):
                 return False
@@ -130,25 +158,29 @@ class _Source:
         self.lines.append("    " * depth + line)
 
 
-def fast_matcher(rule: SubRule) -> Predicate:
-    """One generated function deciding a record (a dict) for the sub-rule."""
-    root = build_tree(rule)
+def fast_matcher(rule: SubRule, steps: frozenset[str] | None = None) -> Predicate:
+    """A predicate deciding a record (a dict) for the sub-rule: one generated function,
+    or the exact engine (see the module docstring); ``steps`` as for
+    :func:`service.filters.exact.exact_matcher`."""
+    exact = exact_matcher(rule, steps)
+    if any(not part for f in rule for part in f.segments):
+        return exact
+    return _generate(build_tree(rule), exact)
+
+
+def _generate(root: Node, exact: Predicate) -> Predicate:
     src = _Source()
-    depth = 1
-    may_defer = any(_guarded_anywhere(child) for child in root.children.values())
-    if may_defer:
-        src.emit(1, "try:")
-        depth = 2
+    slow = src.constant(exact)
+    src.emit(1, "try:")
+    _joined(src, 2, "r", root, slow)
     for key, child in root.children.items():
-        var = _fetch(src, depth, "r", key)
+        var = _fetch(src, 2, "r", key)
         if key in PAYLOAD_KEYS:
-            _payload_checks(src, depth, var, child)
-        _node(src, depth, var, child)
-    src.emit(depth, "return True")
-    if may_defer:
-        src.emit(1, "except Ambiguous:")
-        src.emit(2, f"return {src.constant(exact_matcher(rule))}(r)")
-        src.constants["Ambiguous"] = Ambiguous
+            _payload_checks(src, 2, var, child)
+        _node(src, 2, var, child, slow)
+    src.emit(2, "return True")
+    src.emit(1, f"except {src.constant(_DEFERRED)}:")  # exists: false under arrays
+    src.emit(2, f"return {slow}(r)")
     params = ", ".join(f"{name}={name}" for name in src.constants)
     code = f"def match(r, {params}):\n" + "\n".join(src.lines) + "\n"
     namespace = dict(src.constants)
@@ -158,8 +190,11 @@ def fast_matcher(rule: SubRule) -> Predicate:
     return match
 
 
-def _guarded_anywhere(node: Node) -> bool:
-    return node.absence_below or any(_guarded_anywhere(c) for c in node.children.values())
+def _joined(src: _Source, depth: int, var: str, node: Node, slow: str) -> None:
+    """Emit: a dict that spells several key parts as one key goes to the exact engine."""
+    if node.joined:
+        held = " or ".join(f"{src.constant(key)} in {var}" for key in sorted(node.joined))
+        src.emit(depth, f"if {held}: return {slow}(r)")
 
 
 def _fetch(src: _Source, depth: int, parent: str, key: str) -> str:
@@ -176,7 +211,7 @@ def _payload_checks(src: _Source, depth: int, var: str, node: Node) -> None:
         src.emit(depth, f"if {plain}: return False")
 
 
-def _node(src: _Source, depth: int, var: str, node: Node) -> None:
+def _node(src: _Source, depth: int, var: str, node: Node, slow: str) -> None:
     """Emit statements that return False unless the value in ``var`` meets ``node``."""
     fallback = src.constant(evaluator(node))
     if not node.children:
@@ -188,8 +223,9 @@ def _node(src: _Source, depth: int, var: str, node: Node) -> None:
         src.emit(depth + 1, "return False")  # an object holds no value at its own key
         src.emit(depth, f"elif not {fallback}({var}): return False")
         return
+    _joined(src, depth + 1, var, node, slow)
     for key, child in node.children.items():
-        _node(src, depth + 1, _fetch(src, depth + 1, var, key), child)
+        _node(src, depth + 1, _fetch(src, depth + 1, var, key), child, slow)
     src.emit(depth, f"elif not {fallback}({var}): return False")
 
 

@@ -3,12 +3,15 @@
 A pattern becomes a list of *sub-rules*: ``$or`` forks the sub-rules built so far, and a
 key written again (in a branch, or after it) replaces what was there, as a map ``put``
 does. Each sub-rule is its fields sorted in Java's string order, the order in which
-event-ruler visits them. Everything AWS refuses is refused here, with where and why.
+event-ruler visits them. A field is named by its keys joined with dots, so ``{"a.b": ...}``
+and ``{"a": {"b": ...}}`` name one field, as in EventBridge. Everything AWS refuses is
+refused here, with where and why.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -46,16 +49,21 @@ RESERVED_IN_OR: Final = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class Field:
-    """One key of a sub-rule: event-ruler's flattened name, the keys as written, and the
-    conditions on the value."""
+    """One field of a sub-rule: event-ruler's flattened name (the pattern's keys joined
+    with dots), that name cut at every dot, and the conditions on the value.
+
+    A record's value belongs to the field when the record's keys on the way to it, joined
+    with dots, spell the name: ``{"a": {"b": 1}}``, ``{"a.b": 1}`` (see
+    :mod:`service.filters.exact`).
+    """
 
     name: str
-    path: tuple[str, ...]
+    segments: tuple[str, ...]
     leaf: Leaf
 
 
 SubRule = tuple[Field, ...]
-_Draft = dict[str, tuple[tuple[str, ...], Leaf]]
+_Draft = dict[str, Leaf]
 
 
 def java_order(name: str) -> bytes:
@@ -101,9 +109,42 @@ def compile_pattern(text: str) -> list[SubRule]:
                 f"a pattern names at most {MAX_FIELDS} fields (with each $or branch),"
                 f" this one {len(draft)}"
             )
-        fields = (Field(name, path, leaf) for name, (path, leaf) in draft.items())
+        fields = (Field(name, tuple(name.split(".")), leaf) for name, leaf in draft.items())
         rules.append(tuple(sorted(fields, key=lambda f: java_order(f.name))))
     return rules
+
+
+def field_name(path: tuple[str, ...]) -> str:
+    """event-ruler's name for a pattern field: its keys joined with dots, except that no
+    dot follows a lone empty key (``Path.extendedName``), so ``{"": {"a": [1]}}`` names
+    ``a`` (while a record's ``{"": {"a": 1}}`` is ``.a``)."""
+    *objects, key = path
+    base = ".".join(objects)
+    return f"{base}.{key}" if base else key
+
+
+def java_split(name: str) -> list[str]:
+    """``name.split("\\.")`` as Java computes it: trailing empty strings are dropped
+    (``"a."`` gives ``["a"]``, ``"."`` gives ``[]``), except that ``""`` gives ``[""]``."""
+    if not name:
+        return [""]
+    parts = name.split(".")
+    while parts and not parts[-1]:
+        parts.pop()
+    return parts
+
+
+def field_steps(rules: Iterable[SubRule]) -> frozenset[str]:
+    """The *steps* of sub-rules: the parts of their field names, cut at dots as Java does.
+
+    event-ruler reads a record key only when it is a step of the rules in its machine, or
+    when it holds a dot and each of its parts is one (``GenericMachine.isFieldStepUsed``).
+    That decides nothing except for an empty key: it is read only when some field name has
+    an empty part that is not at its end, so ``{"a.": [1]}`` meets ``{"a.": 1}`` but not
+    ``{"a": {"": 1}}``. esmd decides each ``$or`` branch on its own (docs/filters.md), with
+    the branch's own steps.
+    """
+    return frozenset(part for rule in rules for f in rule for part in java_split(f.name))
 
 
 def _where(at: str, key: str) -> str:
@@ -157,9 +198,9 @@ def _array(drafts: list[_Draft], path: tuple[str, ...], values: list[Any], at: s
         _value(leaf, value, f"{at}[{i}]")
     if not drafts:
         drafts.append({})
-    name = ".".join(path)
+    name = field_name(path)
     for draft in drafts:
-        draft[name] = (path, leaf)
+        draft[name] = leaf
 
 
 def _value(leaf: Leaf, value: Any, at: str) -> None:

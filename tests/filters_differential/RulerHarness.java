@@ -22,15 +22,19 @@ import software.amazon.event.ruler.Patterns;
  *
  *   {"pattern": "<json>", "events": ["<json>", ...]}
  *       -> {"matches": [true, false, ...]}, or {"error": "<why the pattern is refused>"};
- *          an event event-ruler cannot read answers null in its place.
+ *          an event event-ruler cannot read answers null in its place. The pattern is
+ *          compiled three times; should the answers differ (event-ruler's NameState reuse
+ *          follows identity hash codes), the answer is {"unstable": [...]}, each one's.
  *   {"bench": {"pattern": "<json>", "events": ["<json>", ...], "seconds": 2.0}}
  *       -> {"decoded": <events/s on parsed events>, "raw": <events/s from JSON text>, "hits": n}
  *
  * Patterns are compiled with JsonRuleCompiler (the $or-aware compiler; Machine.addRule would
- * retry a refused pattern with the legacy RuleCompiler) and each sub-rule ($or branch) is added
- * as a rule of its own, so an event matches when any branch does, as Lambda documents $or.
- * Added under one name, a branch sharing its keys and a value with an earlier branch is taken
- * for a duplicate and dropped (GenericMachine.addStep); see docs/filters.md.
+ * retry a refused pattern with the legacy RuleCompiler). To decide events, each sub-rule ($or
+ * branch) gets a machine of its own, and an event matches when any does, as Lambda documents
+ * $or. In one machine, a branch sharing its keys and a value with an earlier branch of the
+ * same rule is taken for a duplicate and dropped (GenericMachine.addStep; docs/filters.md),
+ * and which NameStates branches share can depend on identity hash codes, so that the same
+ * pattern compiled twice may answer differently.
  */
 public final class RulerHarness {
     private static final ObjectMapper MAPPER = new ObjectMapper();
@@ -47,6 +51,18 @@ public final class RulerHarness {
         }
     }
 
+    /** One machine per sub-rule ($or branch) of the pattern. */
+    private static List<Machine> compileBranches(String pattern) throws Exception {
+        List<Machine> machines = new ArrayList<>();
+        for (Map<String, List<Patterns>> subRule : JsonRuleCompiler.compile(pattern)) {
+            Machine machine = Machine.builder().build();
+            machine.addPatternRule("r", subRule);
+            machines.add(machine);
+        }
+        return machines;
+    }
+
+    /** One machine holding every sub-rule of the pattern, each under a name of its own. */
     private static Machine compile(String pattern) throws Exception {
         Machine machine = Machine.builder().build();
         int branch = 0;
@@ -56,23 +72,40 @@ public final class RulerHarness {
         return machine;
     }
 
+    private static final int MACHINES = 3;
+
     private static JsonNode decide(JsonNode request) {
         ObjectNode answer = MAPPER.createObjectNode();
-        Machine machine;
-        try {
-            machine = compile(request.get("pattern").asText());
-        } catch (Exception e) {
-            answer.put("error", String.valueOf(e.getMessage()).replace('\n', ' '));
-            return answer;
-        }
-        ArrayNode matches = answer.putArray("matches");
-        for (JsonNode event : request.get("events")) {
+        List<ArrayNode> answers = new ArrayList<>();
+        for (int i = 0; i < MACHINES; i++) {
+            List<Machine> machines;
             try {
-                matches.add(!machine.rulesForJSONEvent(event.asText()).isEmpty());
+                machines = compileBranches(request.get("pattern").asText());
             } catch (Exception e) {
-                matches.addNull();
+                answer.put("error", String.valueOf(e.getMessage()).replace('\n', ' '));
+                return answer;
+            }
+            ArrayNode matches = MAPPER.createArrayNode();
+            for (JsonNode event : request.get("events")) {
+                try {
+                    boolean matched = false;
+                    for (Machine machine : machines) {
+                        matched = matched || !machine.rulesForJSONEvent(event.asText()).isEmpty();
+                    }
+                    matches.add(matched);
+                } catch (Exception e) {
+                    matches.addNull();
+                }
+            }
+            answers.add(matches);
+        }
+        for (ArrayNode other : answers) {
+            if (!other.equals(answers.get(0))) {
+                answer.putArray("unstable").addAll(answers);
+                return answer;
             }
         }
+        answer.set("matches", answers.get(0));
         return answer;
     }
 

@@ -68,6 +68,12 @@ def build() -> tuple[Path, Path]:
     return libs, classes
 
 
+class Unstable(list[list[bool | None]]):
+    """event-ruler's answers from several machines compiled from one pattern, which differ:
+    its NameState reuse across ``$or`` branches follows identity hash codes, so a branch
+    one machine keeps another may lose. There is no reference answer to compare with."""
+
+
 class Ruler:
     """One event-ruler JVM; close() it (or use it as a context manager) when done."""
 
@@ -97,12 +103,15 @@ class Ruler:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def decide(self, pattern: str, events: list[str]) -> list[bool | None] | str:
-        """Match results per event (None: event-ruler could not read the event), or the
-        rejection message when event-ruler refuses the pattern."""
+    def decide(self, pattern: str, events: list[str]) -> list[bool | None] | str | Unstable:
+        """Match results per event (None: event-ruler could not read the event), the
+        rejection message when event-ruler refuses the pattern, or :class:`Unstable` when
+        machines compiled from the same pattern answer differently."""
         answer = self._ask({"pattern": pattern, "events": events})
         if "error" in answer:
             return str(answer["error"])
+        if "unstable" in answer:
+            return Unstable(answer["unstable"])
         return list(answer["matches"])
 
     def bench(self, pattern: str, events: list[str], seconds: float = 2.0) -> dict[str, float]:

@@ -1,10 +1,12 @@
 """Hypothesis strategies for event patterns and events, shared by the filter tests.
 
-Patterns use the keys ``a``, ``b``, ``c`` (no payload keys, no dots) and draw their values
-from small pools that exercise event-ruler's corners: case mapping beyond ASCII, IP
-literals, numbers that are not exact doubles, wildcard escapes. ``valid=False`` mixes in
-what AWS refuses. :func:`witness` builds events from a pattern's own values, so that a
-good share of the generated pairs match.
+Patterns use the keys ``a``, ``b``, ``c`` (no payload keys) and now and then keys with dots
+(``a.b``; ``a.``, ``""``: EventBridge joins keys with dots, see docs/filters.md), and draw
+their values from small pools that exercise event-ruler's corners: case mapping beyond
+ASCII, IP literals, numbers that are not exact doubles, wildcard escapes. ``valid=False``
+mixes in what AWS refuses. :func:`witness` builds events from a pattern's own values, so
+that a good share of the generated pairs match; it spells nested keys as one dotted key,
+and dotted keys as nested objects, now and then.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ OPERATORS = [
     "$or",
 ]
 KEYS = ["a", "b", "c"]
+#: keys that EventBridge's key joining reads in more than one way
+DOTTED_KEYS = ["a.b", "b.c", "a.b.c", "a.", ".a", "", "a..b"]
 STRINGS = [
     "",
     "x",
@@ -204,7 +208,7 @@ def conditions(valid: bool) -> st.SearchStrategy[Any]:
     return st.one_of(*options)
 
 
-keys = st.sampled_from(KEYS)
+keys = st.one_of(*[st.sampled_from(KEYS)] * 6, st.sampled_from(DOTTED_KEYS))
 
 
 def object_patterns(depth: int, valid: bool) -> st.SearchStrategy[dict[str, Any]]:
@@ -279,5 +283,12 @@ def witness(draw: st.DrawFn, pattern: Any) -> Any:
             inner = [inner, draw(event_values)]
         elif shape == 1:
             inner = [draw(event_values), inner]
-        event[key] = inner
+        spelling = draw(st.integers(0, 5))
+        if spelling == 0 and isinstance(inner, dict) and inner:  # {"a": {"b": 1}} as {"a.b": 1}
+            event.update({f"{key}.{below}": value for below, value in inner.items()})
+        elif spelling == 1 and "." in key:  # {"a.b": 1} as {"a": {"b": 1}}
+            head, rest = key.split(".", 1)
+            event[head] = {rest: inner}
+        else:
+            event[key] = inner
     return event
