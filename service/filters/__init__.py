@@ -32,24 +32,30 @@ class FilterCriteria:
 
     __slots__ = ("keys", "matcher", "rules")
 
-    def __init__(self, rules: list[list[SubRule]]) -> None:
+    def __init__(self, rules: list[list[SubRule]], *, generated: bool = True) -> None:
         #: per filter, its sub-rules (``$or`` expanded), as event-ruler reads them
         self.rules = rules
         #: the top-level keys of a filter view the patterns read (the first part of each
         #: field's name): a source may build only those (a view's own keys hold no dots)
         self.keys = frozenset(f.segments[0] for filt in rules for rule in filt for f in rule)
-        matchers = [fast_matcher(r) for filt in rules for r in filt]
+        matchers = [fast_matcher(r, generated=generated) for filt in rules for r in filt]
         #: ``matches`` as one plain function, for hot loops
         self.matcher: Predicate = _any_of(matchers)
 
     @classmethod
     def parse(
-        cls, criteria: dict[str, Any] | None, *, max_filters: int = MAX_FILTERS
+        cls,
+        criteria: dict[str, Any] | None,
+        *,
+        max_filters: int = MAX_FILTERS,
+        generated: bool = True,
     ) -> FilterCriteria:
         """Compile CloudFormation's ``FilterCriteria``: ``{"Filters": [{"Pattern": "..."}]}``.
 
         Raises InvalidPatternError, naming the filter (when there are several), the place
         in the pattern and what is wrong, for anything Lambda would refuse.
+        ``generated=False`` decides every record with the interpreted (exact) engine
+        instead of generated code; the answers are the same (tests compare them).
         """
         filters = (criteria or {}).get("Filters") or []
         if not isinstance(filters, list):
@@ -66,7 +72,7 @@ class FilterCriteria:
                 rules.append(compile_pattern(text))
             except InvalidPatternError as exc:
                 raise InvalidPatternError(f"{where}{exc}") from None
-        return cls(rules)
+        return cls(rules, generated=generated)
 
     def matches(self, record: dict[str, Any]) -> bool:
         """True when any filter matches the record's filter view."""

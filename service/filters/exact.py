@@ -17,7 +17,9 @@ by two spellings and one of them lies in an array element already chosen, event-
 considers only the values in that element (``StructuredFinder.FieldIndex.getConsistent``);
 which array it asks first follows its hash table's order, modelled by :class:`IntIntMap`.
 
-It recurses on nothing a record holds.
+This engine is also esmd's interpreted matcher: it decides sub-rules whose generated code
+Python cannot compile (see :mod:`service.filters.fast`). It recurses on nothing a record
+holds, so records nested as deeply as JSON decoders allow (1,024 levels) are safe.
 """
 
 from __future__ import annotations

@@ -23,8 +23,11 @@ The payload checks ESM documents (see :func:`service.filters.exact.payload_guard
 emitted first. Generated code names only its own locals; keys and constants reach it as
 default arguments, so no pattern text is ever part of the source.
 
-A sub-rule with an empty key part (whose reading depends on the sub-rule's other names,
-see :func:`service.filters.grammar.field_steps`) is decided by the exact engine alone.
+Where Python cannot compile the generated function (a pattern nested more deeply than its
+parser allows, :data:`MAX_GENERATED_DEPTH`), or the pattern has an empty key part (whose
+reading depends on the whole pattern), the sub-rule is decided by the exact engine alone,
+the *interpreted* path; the two decide every record alike. A record nested so deeply that
+the fast path's helpers run out of stack is decided by the exact engine too.
 """
 
 from __future__ import annotations
@@ -38,8 +41,12 @@ from service.filters.grammar import SubRule
 from service.filters.leaf import Leaf, leaf_node, scalars
 from service.filters.numbers import SAFE_INT
 
+#: The deepest tree (in key parts) compiled to Python; deeper sub-rules are interpreted.
+#: CPython refuses source nested beyond 100 indentation levels; each part takes one.
+MAX_GENERATED_DEPTH: Final = 48
+
 #: What sends a record from the generated code to the exact engine.
-_DEFERRED: Final = (Ambiguous,)
+_DEFERRED: Final = (Ambiguous, RecursionError)
 
 
 @dataclass(slots=True)
@@ -158,14 +165,22 @@ class _Source:
         self.lines.append("    " * depth + line)
 
 
-def fast_matcher(rule: SubRule, steps: frozenset[str] | None = None) -> Predicate:
+def fast_matcher(
+    rule: SubRule, steps: frozenset[str] | None = None, *, generated: bool = True
+) -> Predicate:
     """A predicate deciding a record (a dict) for the sub-rule: one generated function,
-    or the exact engine (see the module docstring); ``steps`` as for
-    :func:`service.filters.exact.exact_matcher`."""
+    or the exact engine where that cannot be (see the module docstring); ``steps`` as for
+    :func:`service.filters.exact.exact_matcher`. ``generated=False`` always interprets, for
+    tests that compare the two."""
     exact = exact_matcher(rule, steps)
+    if not generated or any(len(f.segments) > MAX_GENERATED_DEPTH for f in rule):
+        return exact
     if any(not part for f in rule for part in f.segments):
         return exact
-    return _generate(build_tree(rule), exact)
+    try:
+        return _generate(build_tree(rule), exact)
+    except (SyntaxError, RecursionError, MemoryError, ValueError, OverflowError):
+        return exact  # IndentationError is a SyntaxError
 
 
 def _generate(root: Node, exact: Predicate) -> Predicate:
@@ -179,7 +194,7 @@ def _generate(root: Node, exact: Predicate) -> Predicate:
             _payload_checks(src, 2, var, child)
         _node(src, 2, var, child, slow)
     src.emit(2, "return True")
-    src.emit(1, f"except {src.constant(_DEFERRED)}:")  # exists: false under arrays
+    src.emit(1, f"except {src.constant(_DEFERRED)}:")  # exists: false under arrays, deep records
     src.emit(2, f"return {slow}(r)")
     params = ", ".join(f"{name}={name}" for name in src.constants)
     code = f"def match(r, {params}):\n" + "\n".join(src.lines) + "\n"

@@ -11,8 +11,12 @@ refused here, with where and why.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import sys
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Final
 
 from service.filters.core import InvalidPatternError, JsonObject
@@ -26,6 +30,8 @@ MAX_PATTERN_CHARS: Final = 4096
 MAX_FIELDS: Final = 256
 #: esmd's own bound on what ``$or`` may expand to (event-ruler expands without one)
 MAX_ALTERNATIVES: Final = 1024
+#: Python frames spent per level of a pattern's nesting while it is read and compiled
+_FRAMES_PER_LEVEL: Final = 4
 
 #: Names event-ruler refuses as field names anywhere inside an ``$or``.
 RESERVED_IN_OR: Final = frozenset(
@@ -97,11 +103,15 @@ def _no_constant(name: str) -> Any:
 
 def compile_pattern(text: str) -> list[SubRule]:
     """The sub-rules of a pattern; InvalidPatternError when AWS would refuse it."""
-    pattern = read_json(text)
-    if not isinstance(pattern, JsonObject):
-        raise InvalidPatternError("a pattern must be a JSON object")
-    drafts: list[_Draft] = []
-    _object(drafts, (), pattern, "", in_or=False)
+    try:
+        with stack_for(nesting(text) if len(text) <= MAX_PATTERN_CHARS else 0):
+            pattern = read_json(text)
+            if not isinstance(pattern, JsonObject):
+                raise InvalidPatternError("a pattern must be a JSON object")
+            drafts: list[_Draft] = []
+            _object(drafts, (), pattern, "", in_or=False)
+    except RecursionError:  # pragma: no cover - stack_for leaves room for any 4,096 characters
+        raise InvalidPatternError("the pattern is nested too deeply") from None
     rules = []
     for draft in drafts:
         if len(draft) > MAX_FIELDS:
@@ -145,6 +155,64 @@ def field_steps(rules: Iterable[SubRule]) -> frozenset[str]:
     the branch's own steps.
     """
     return frozenset(part for rule in rules for f in rule for part in java_split(f.name))
+
+
+def nesting(text: str) -> int:
+    """How deeply a pattern's arrays and objects nest (strings skipped)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+_stack_lock = threading.Lock()
+_stack_holds: list[int] = []  # the limits compilations in progress need
+_stack_base = 0  # the limit before the first of them
+
+
+@contextmanager
+def stack_for(levels: int) -> Iterator[None]:
+    """Room on Python's stack to read and compile a pattern nested ``levels`` deep.
+
+    The JSON reader and the grammar recurse once or twice per level; a pattern within
+    AWS's 4,096 characters can nest 818 levels (``{"":`` ... ``}``), beyond Python's default
+    limit of 1,000 frames. The limit is raised while such a pattern compiles, and restored
+    when no compilation needs it any more.
+    """
+    global _stack_base
+    frame: FrameType | None = sys._getframe()
+    used = 0
+    while frame is not None:
+        frame, used = frame.f_back, used + 1
+    needed = used + _FRAMES_PER_LEVEL * levels + 100
+    if needed <= sys.getrecursionlimit() and not _stack_holds:
+        yield
+        return
+    with _stack_lock:
+        if not _stack_holds:
+            _stack_base = sys.getrecursionlimit()
+        _stack_holds.append(needed)
+        sys.setrecursionlimit(max([_stack_base, *_stack_holds]))
+    try:
+        yield
+    finally:
+        with _stack_lock:
+            _stack_holds.remove(needed)
+            sys.setrecursionlimit(max([_stack_base, *_stack_holds]))
 
 
 def _where(at: str, key: str) -> str:

@@ -25,7 +25,9 @@ def parse_payload(raw: bytes | str | None) -> Any:
     """The payload parsed when it is JSON, else its text (UTF-8) as a RawPayload.
 
     orjson decides nearly every payload; the few JSON texts it refuses (a number beyond
-    a double, such as ``1e400``) get a second reading by the standard library.
+    a double, such as ``1e400``) get a second reading by the standard library. Nesting
+    deeper than orjson's 1,024 levels is read as text (the standard library would run out
+    of stack on it; event-ruler's JSON reader stops at 1,000 levels).
     """
     if raw is None:
         return None
@@ -36,7 +38,7 @@ def parse_payload(raw: bytes | str | None) -> Any:
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
     try:
         return json.loads(text, parse_constant=_no_constant)
-    except ValueError:
+    except (ValueError, RecursionError):
         return RawPayload(text)
 
 
