@@ -92,6 +92,9 @@ class ScalingSettings(_Model):
     on_demand_period_seconds: float = Field(
         60.0, gt=0, description="Evaluation interval without ProvisionedPollerConfig (AWS: 1 min)"
     )
+    sqs_period_seconds: float = Field(
+        2.0, gt=0, description="How often an SQS mapping's receivers are evaluated"
+    )
 
 
 class AwsConfig(_Model):

@@ -194,8 +194,11 @@ class Lane:
 
     # --- running ------------------------------------------------------------------------
 
-    def start(self) -> None:
+    def start(self) -> asyncio.Task[None]:
+        """Run the lane; its poller watches the task (a lane that dies of a bug must take
+        the poller down, to be restarted, rather than hold its records forever)."""
         self._task = asyncio.create_task(self._run(), name=f"lane {self.key}")
+        return self._task
 
     async def stop(self, grace: float) -> None:
         """Stop taking records; let in-flight batches finish for up to ``grace`` seconds;

@@ -281,6 +281,7 @@ class KafkaPoller:
                         self._records += len(raws)
                         self._bytes += sum(r.serialized_value_size for r in raws)
                 self._update_lag()
+                self._raise_failed()
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
@@ -290,6 +291,13 @@ class KafkaPoller:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def _raise_failed(self) -> None:
+        """A lane that died of a bug takes its consumer down (the source restarts it)."""
+        for lane in self._lanes.values():
+            error = lane.failure()
+            if error is not None:
+                raise error
 
     def take_counts(self) -> tuple[int, int]:
         """Records and bytes fetched since the last call."""

@@ -170,6 +170,7 @@ class SqsPoller:
         self._outstanding = 0
         self._max_outstanding = max(100, 2 * (concurrency or 100) * cfg.batch_size)
         self._lanes: dict[str, Lane] = {}
+        self._lane_error: BaseException | None = None
         self._acks: set[asyncio.Task[None]] = set()
         # every message received and not yet acknowledged: receipt handle -> (record, the
         # monotonic time its visibility runs out); the visibility keeper reads it
@@ -208,7 +209,10 @@ class SqsPoller:
                 pollers=f"{self._bounds.minimum}..{self._bounds.maximum}",
             )
             helpers = [
-                asyncio.create_task(self._scale_loop(pool), name="sqs scaler"),
+                asyncio.create_task(
+                    self._scale_loop(pool, self._context.esmd.scaling.sqs_period_seconds),
+                    name="sqs scaler",
+                ),
                 asyncio.create_task(self._visibility_loop(), name="sqs visibility keeper"),
             ]
             try:
@@ -219,6 +223,8 @@ class SqsPoller:
                 for task in helpers:
                     task.cancel()
                 await asyncio.gather(*helpers, return_exceptions=True)
+            if self._lane_error is not None:
+                raise self._lane_error
 
     def stop(self) -> None:
         self._stopping.set()
@@ -304,9 +310,15 @@ class SqsPoller:
                 lane = context.new_lane(
                     "queue", codec, acker=self, ordered=False, slots=self._slots
                 )
-            lane.start()
+            lane.start().add_done_callback(self._lane_ended)
             self._lanes[group] = lane
         return lane
+
+    def _lane_ended(self, task: asyncio.Task[None]) -> None:
+        """A lane that died of a bug stops the poller, which the mapping restarts."""
+        if not task.cancelled() and task.exception() is not None:
+            self._lane_error = task.exception()
+            self._stopping.set()
 
     def _retire_idle_lanes(self) -> None:
         for group, lane in list(self._lanes.items()):
@@ -316,7 +328,7 @@ class SqsPoller:
 
     # --- scaling --------------------------------------------------------------------------
 
-    async def _scale_loop(self, pool: PollerPool, period: float = 2.0) -> None:
+    async def _scale_loop(self, pool: PollerPool, period: float) -> None:
         """Lambda's on-demand rule, in small steps: grow while receives come back full and
         invocations succeed; shrink while receives come back short or empty."""
         while True:

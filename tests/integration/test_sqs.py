@@ -85,6 +85,8 @@ async def test_filter_delivers_matching_deletes_the_rest(
         arn,
         FilterCriteria={"Filters": [{"Pattern": '{"body": {"status": ["keep"]}}'}]},
     )
+    # evaluated often enough to see the pool grow while the backlog lasts (a few seconds)
+    cfg["scaling"] = {"sqs_period_seconds": 0.25}
     pollers: list[float] = []
     async with running_daemon(cfg) as daemon:
 

@@ -254,3 +254,17 @@ async def test_a_stop_never_acknowledges_the_batch_it_refuses_to_start() -> None
     await stopping
     assert target.delivered == [0, 1]
     assert lane.done_upto == 2
+
+
+async def test_a_lane_that_dies_of_a_bug_says_so_to_its_poller() -> None:
+    class Broken(IntCodec):
+        def decode(self, raws: Sequence[int], filters: Any) -> Any:
+            raise ZeroDivisionError("a codec bug")
+
+    lane, metrics = make_lane(FakeTarget())
+    lane._codec = Broken()
+    task = lane.start()
+    lane.put([0, 1])
+    await asyncio.wait({task}, timeout=5)
+    assert isinstance(lane.failure(), ZeroDivisionError)
+    assert lane.done_upto is None  # nothing acknowledged
