@@ -261,7 +261,7 @@ async def test_a_lane_that_dies_of_a_bug_says_so_to_its_poller() -> None:
         def decode(self, raws: Sequence[int], filters: Any) -> Any:
             raise ZeroDivisionError("a codec bug")
 
-    lane, metrics = make_lane(FakeTarget())
+    lane, _ = make_lane(FakeTarget())
     lane._codec = Broken()
     task = lane.start()
     lane.put([0, 1])
