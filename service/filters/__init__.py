@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
+from service.filters import complexity
 from service.filters.core import MISSING, InvalidPatternError, Predicate, RawPayload
 from service.filters.fast import fast_matcher
 from service.filters.grammar import MAX_PATTERN_CHARS, SubRule, compile_pattern
@@ -70,6 +71,7 @@ class FilterCriteria:
                 raise InvalidPatternError(f"{where}a filter needs a Pattern string")
             try:
                 rules.append(compile_pattern(text))
+                complexity.check(rules[-1])  # EventBridge's "Rule is too complex"
             except InvalidPatternError as exc:
                 raise InvalidPatternError(f"{where}{exc}") from None
         return cls(rules, generated=generated)

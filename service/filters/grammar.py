@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Hashable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
@@ -272,6 +272,8 @@ def _array(drafts: list[_Draft], path: tuple[str, ...], values: list[Any], at: s
 
 
 def _value(leaf: Leaf, value: Any, at: str) -> None:
+    condition = _identity(value)
+    leaf.conditions.append(condition)
     if isinstance(value, str):
         digits = ip_hex(value)
         if digits is None:
@@ -292,10 +294,28 @@ def _value(leaf: Leaf, value: Any, at: str) -> None:
         leaf.false = True
     elif isinstance(value, JsonObject):
         _operator(leaf, value, at)
+        op, arg = value[0]
+        if op == "anything-but" and isinstance(arg, JsonObject) and arg[0][0] == "wildcard":
+            arg = arg[0][1]
+        elif op != "wildcard":
+            return
+        leaf.wildcards.append((condition, (arg,) if isinstance(arg, str) else tuple(arg)))
     else:
         raise InvalidPatternError(
             f"{at}: a value must be a string, number, true, false, null or an operator object"
         )
+
+
+def _identity(value: Any) -> Hashable:
+    """A condition as a hashable value; equal for conditions event-ruler takes as equal."""
+    if isinstance(value, JsonObject):
+        return ("{", tuple((key, _identity(inner)) for key, inner in value))
+    if isinstance(value, list):
+        return ("[", tuple(_identity(inner) for inner in value))
+    if isinstance(value, Num):
+        number = comparable(value.value)
+        return ("#", value.text if number is None else number)
+    return ("=", value)
 
 
 def _operator(leaf: Leaf, pairs: JsonObject, at: str) -> None:

@@ -8,7 +8,7 @@ object (or nothing) only meets ``exists: false``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +56,11 @@ class Leaf:
     excluding: list[Predicate] = field(default_factory=list)  # the anything-but forms
     exists: bool = False
     absent: bool = False  # exists: false
+    #: each condition of the array as written, in order, by what makes event-ruler's
+    #: ``Patterns`` equal (equal conditions of two sub-rules lead to one NameState)
+    conditions: list[Hashable] = field(default_factory=list)
+    #: the ``wildcard`` and ``anything-but`` ``wildcard`` conditions: (condition, texts)
+    wildcards: list[tuple[Hashable, tuple[str, ...]]] = field(default_factory=list)
 
     @property
     def has_value_test(self) -> bool:

@@ -13,6 +13,8 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 
 import software.amazon.event.ruler.JsonRuleCompiler;
 import software.amazon.event.ruler.Machine;
+import software.amazon.event.ruler.MachineComplexityEvaluator;
+import software.amazon.event.ruler.MatchType;
 import software.amazon.event.ruler.Patterns;
 
 /**
@@ -27,6 +29,10 @@ import software.amazon.event.ruler.Patterns;
  *          follows identity hash codes), the answer is {"unstable": [...]}, each one's.
  *   {"bench": {"pattern": "<json>", "events": ["<json>", ...], "seconds": 2.0}}
  *       -> {"decoded": <events/s on parsed events>, "raw": <events/s from JSON text>, "hits": n}
+ *   {"complexity": "<json>", "cap": 100}
+ *       -> {"complexity": n}: the sub-rules holding a wildcard or anything-but wildcard, added
+ *          to one machine and evaluated by MachineComplexityEvaluator (capped at "cap"), as
+ *          event-ruler's README shows a service limiting wildcard rules; or {"error": ...}
  *
  * Patterns are compiled with JsonRuleCompiler (the $or-aware compiler; Machine.addRule would
  * retry a refused pattern with the legacy RuleCompiler). To decide events, each sub-rule ($or
@@ -45,7 +51,14 @@ public final class RulerHarness {
         String line;
         while ((line = in.readLine()) != null) {
             JsonNode request = MAPPER.readTree(line);
-            JsonNode answer = request.has("bench") ? bench(request.get("bench")) : decide(request);
+            JsonNode answer;
+            if (request.has("bench")) {
+                answer = bench(request.get("bench"));
+            } else if (request.has("complexity")) {
+                answer = complexity(request);
+            } else {
+                answer = decide(request);
+            }
             out.println(MAPPER.writeValueAsString(answer));
             out.flush();
         }
@@ -107,6 +120,36 @@ public final class RulerHarness {
         }
         answer.set("matches", answers.get(0));
         return answer;
+    }
+
+    private static JsonNode complexity(JsonNode request) {
+        ObjectNode answer = MAPPER.createObjectNode();
+        try {
+            Machine machine = Machine.builder().build();
+            int branch = 0;
+            for (Map<String, List<Patterns>> subRule : JsonRuleCompiler.compile(request.get("complexity").asText())) {
+                if (hasWildcard(subRule)) {
+                    machine.addPatternRule("r" + branch++, subRule);
+                }
+            }
+            int cap = request.path("cap").asInt(100);
+            answer.put("complexity", machine.evaluateComplexity(new MachineComplexityEvaluator(cap)));
+        } catch (Exception e) {
+            answer.put("error", String.valueOf(e.getMessage()).replace('\n', ' '));
+        }
+        return answer;
+    }
+
+    private static boolean hasWildcard(Map<String, List<Patterns>> subRule) {
+        for (List<Patterns> patterns : subRule.values()) {
+            for (Patterns pattern : patterns) {
+                MatchType type = pattern.type();
+                if (type == MatchType.WILDCARD || type == MatchType.ANYTHING_BUT_WILDCARD) {
+                    return true;
+                }
+            }
+        }
+        return false;
     }
 
     private static JsonNode bench(JsonNode request) throws Exception {

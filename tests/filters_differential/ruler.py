@@ -119,6 +119,14 @@ class Ruler:
         answer = self._ask({"bench": {"pattern": pattern, "events": events, "seconds": seconds}})
         return {key: float(answer[key]) for key in ("decoded", "raw", "hits")}
 
+    def complexity(self, pattern: str, cap: int = 100) -> int | str:
+        """event-ruler's MachineComplexityEvaluator on the pattern's wildcard sub-rules (at
+        most ``cap``), or the rejection message when it refuses the pattern."""
+        answer = self._ask({"complexity": pattern, "cap": cap})
+        if "error" in answer:
+            return str(answer["error"])
+        return int(answer["complexity"])
+
     def close(self) -> None:
         if self._proc.stdin and not self._proc.stdin.closed:
             self._proc.stdin.close()

@@ -11,6 +11,7 @@ and dotted keys as nested objects, now and then.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import strategies as st
@@ -292,3 +293,74 @@ def witness(draw: st.DrawFn, pattern: Any) -> Any:
         else:
             event[key] = inner
     return event
+
+
+# --- wildcard complexity ---------------------------------------------------------------------
+
+#: wildcard texts whose machines exercise event-ruler's state sharing: leading, inner and
+#: trailing stars, repeats, letters (two cases) and digits (one), two-byte characters
+COMPLEX_WILDCARDS = [
+    "*",
+    "",
+    "a*",
+    "*a",
+    "*a*",
+    "*ab*",
+    "*aa*",
+    "a*b",
+    "*a*a*",
+    "ab*ab",
+    "*é*",
+    "*\\**",
+    "x*y*z",
+    "*ba*",
+    "*b",
+    "b*",
+    "*ab*ab*",
+    "aa*",
+    "*x",
+    "*1a*",
+    "*1b*",
+    "1*2",
+]
+
+
+def _no_text_twice(pattern: Any) -> bool:
+    """event-ruler builds new states when it adds a wildcard text a second time, in ways
+    its own construction order decides; esmd's count is not checked there (docs)."""
+    texts: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                if key == "wildcard":
+                    texts.extend(inner if isinstance(inner, list) else [inner])
+                else:
+                    walk(inner)
+        elif isinstance(value, list):
+            for inner in value:
+                walk(inner)
+
+    walk(pattern)
+    return len(texts) == len(set(texts))
+
+
+_wild = st.sampled_from(COMPLEX_WILDCARDS)
+_wild_conditions = st.one_of(
+    st.builds(lambda text: {"wildcard": text}, _wild),
+    st.builds(
+        lambda texts: {"anything-but": {"wildcard": texts}},
+        st.lists(_wild, min_size=1, max_size=3, unique=True),
+    ),
+    st.sampled_from(["a", "ab", "x", 1, {"prefix": "a"}, {"exists": False}, {"exists": True}]),
+)
+_wild_arrays = st.lists(_wild_conditions, min_size=1, max_size=4, unique_by=json.dumps)
+_wild_objects = st.dictionaries(st.sampled_from(KEYS), _wild_arrays, min_size=1, max_size=2)
+wildcard_patterns = st.one_of(
+    _wild_objects,
+    st.builds(
+        lambda base, branches: {**base, "$or": branches},
+        st.dictionaries(st.sampled_from(KEYS), _wild_arrays, max_size=1),
+        st.lists(_wild_objects, min_size=2, max_size=3),
+    ),
+).filter(_no_text_twice)

@@ -24,8 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from service.filters import FilterCriteria, InvalidPatternError
+from service.filters.complexity import complexity
+from service.filters.grammar import compile_pattern
 from tests.filters_differential.ruler import Ruler, Unstable, tools_present
-from tests.filters_differential.strategies import OPERATORS, events, patterns, witness
+from tests.filters_differential.strategies import (
+    OPERATORS,
+    events,
+    patterns,
+    wildcard_patterns,
+    witness,
+)
 
 EVENTS_PER_PATTERN = 24
 PATTERNS = 700  # x 24 events: about 16,000 pairs, of which at least 10,000 must be accepted
@@ -265,3 +273,26 @@ def test_generated_pairs_agree(ruler: Ruler) -> None:
     assert 0.05 < seen["matches"] / seen["pairs"] < 0.95, seen
     missing = [op for op in OPERATORS if seen[op] == 0]
     assert not missing, f"never generated: {missing} ({seen})"
+
+
+# --- wildcard complexity -------------------------------------------------------------------
+
+
+@settings(
+    max_examples=400,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(pattern=wildcard_patterns)
+def test_wildcard_complexity_agrees(ruler: Ruler, pattern: dict[str, Any]) -> None:
+    """esmd's wildcard complexity (for EventBridge's "Rule is too complex") is the number
+    event-ruler's MachineComplexityEvaluator gives the machine of the pattern's wildcard
+    sub-rules. (Patterns stay small: event-ruler's evaluator grows exponentially.)"""
+    text = json.dumps(pattern)
+    try:
+        rules = compile_pattern(text)
+    except InvalidPatternError:
+        assert isinstance(ruler.complexity(text, 1000), str), text
+        return
+    assert complexity(rules) == ruler.complexity(text, 1000), text
