@@ -32,7 +32,16 @@ FORMS = "a Secrets Manager secret ARN, env:NAME or file:PATH"
 
 
 class SecretError(Exception):
-    """A secret that cannot be read or is not a JSON object; says which, never its value."""
+    """A secret that cannot be read or is not a JSON object; says which, never its value.
+    ``unavailable``: the store did not answer (an outage, a throttle), not a refusal."""
+
+    def __init__(self, message: str, unavailable: bool = False) -> None:
+        super().__init__(message)
+        self.unavailable = unavailable
+
+
+#: Secrets Manager errors that say "try again", not "no such secret" or "not allowed"
+_TRANSIENT = {"InternalServiceError", "ThrottlingException", "RequestTimeout"}
 
 
 def uri_problem(uri: str) -> str | None:
@@ -84,9 +93,9 @@ async def _secrets_manager(arn: str, aws: AwsConfig) -> str:
             resp = await client.get_secret_value(SecretId=arn)
     except ClientError as exc:
         code = exc.response.get("Error", {}).get("Code", "error")
-        raise SecretError(f"{arn}: GetSecretValue failed: {code}") from None
+        raise SecretError(f"{arn}: GetSecretValue failed: {code}", code in _TRANSIENT) from None
     except BotoCoreError as exc:
-        raise SecretError(f"{arn}: GetSecretValue failed: {type(exc).__name__}") from None
+        raise SecretError(f"{arn}: GetSecretValue failed: {type(exc).__name__}", True) from None
     text = resp.get("SecretString")
     if not isinstance(text, str):
         raise SecretError(f"{arn}: the secret has no SecretString (binary secrets: not supported)")

@@ -16,6 +16,7 @@ is wrong, never a value.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import ssl
 import tempfile
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote_plus
 
 from aiokafka.abc import AbstractTokenProvider
 from aiokafka.conn import create_conn
@@ -120,6 +122,8 @@ async def _read_secrets(cfg: MappingConfig, aws: AwsConfig) -> dict[str, dict[st
         try:
             return kind, await read_secret(uri, aws)
         except SecretError as exc:
+            if exc.unavailable:  # an outage of the store: EVENT_SOURCE_ERROR, retried
+                raise ConnectionError(f"{kind}: {exc}") from None
             raise SourceAuthError(f"{kind}: {exc}") from None
 
     return dict(await asyncio.gather(*(one(a.Type, a.URI or "") for a in wanted)))
@@ -236,11 +240,13 @@ class OAuthClientCredentials(_CachedToken):
             form["scope"] = self._scope
         if self._audience:
             form["audience"] = self._audience
-        login = aiohttp.BasicAuth(self._client_id, self._client_secret)
+        # RFC 6749 2.3.1: HTTP Basic with the form-encoded client id and secret
+        login = f"{quote_plus(self._client_id)}:{quote_plus(self._client_secret)}"
+        headers = {"Authorization": "Basic " + base64.b64encode(login.encode()).decode()}
         timeout = aiohttp.ClientTimeout(total=15)
         async with (
             aiohttp.ClientSession(timeout=timeout) as http,
-            http.post(self._endpoint, data=form, auth=login) as resp,
+            http.post(self._endpoint, data=form, headers=headers) as resp,
         ):
             if resp.status in (400, 401, 403):
                 raise SourceAuthError(

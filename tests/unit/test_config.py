@@ -333,4 +333,3 @@ def test_source_authentication_esmd_cannot_honour_is_refused() -> None:
         parse_config({"mappings": [mapping]})
     assert [p.field for p in info.value.problems] == ["SourceAccessConfigurations[1].Type"]
     assert "IAM_OAUTHBEARER_AUTH" in str(info.value)
-
