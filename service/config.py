@@ -25,6 +25,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -67,6 +68,39 @@ class ServerConfig(_Model):
     workers: int | None = Field(
         None, ge=1, le=256, description="Worker processes (esmd run); default: one per core"
     )
+    auth_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for every path but /healthz and /readyz: the token itself "
+        "(say ${ESMD_ADMIN_TOKEN}), env:NAME or file:PATH (a mounted secret). Set it whenever "
+        "listen is reachable by others (0.0.0.0 in a pod)",
+    )
+
+    @field_validator("auth_token", mode="after")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        """env:NAME and file:PATH are read once, at load; the token is never shown."""
+        if value is None:
+            return None
+        given = value.get_secret_value()
+        if given.startswith("env:"):
+            found = os.environ.get(given.removeprefix("env:"))
+            if not found:
+                raise ValueError(f"environment variable {given.removeprefix('env:')} is not set")
+            given = found
+        elif given.startswith("file:"):
+            try:
+                given = Path(given.removeprefix("file:")).read_text().strip()
+            except OSError as exc:
+                raise ValueError(
+                    f"cannot read {given.removeprefix('file:')}: {exc.strerror}"
+                ) from None
+        if len(given) < 16:
+            raise ValueError("use a token of 16 characters or more")
+        return SecretStr(given)
+
+    @property
+    def token(self) -> str | None:
+        return self.auth_token.get_secret_value() if self.auth_token else None
 
     @property
     def host_port(self) -> tuple[str, int]:
