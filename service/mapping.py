@@ -231,9 +231,13 @@ class Mapping:
         """Describe the source for invocation records and open the destination, if any."""
         cfg = self.config
         destination = cfg.on_failure_destination
-        servers: list[str] = []
+        source = cfg.SelfManagedEventSource
+        servers = list(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else []
         kafka_client: dict[str, Any] = {}
-        if cfg.source_kind.is_kafka:
+        # an MSK source's brokers (invocation records name them) and a kafka:// destination's
+        # credentials are looked up only when a destination needs them
+        kafka_destination = destination_kind(destination or "") == "kafka"
+        if cfg.source_kind.is_kafka and destination and (kafka_destination or not source):
             from service.sources.kafka_auth import kafka_connection
 
             servers, auth = await kafka_connection(cfg, self.esmd.aws)

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from service.aws import aws_client
 from service.config import parse_config
 from service.devtools.servers import AUTH_PASSWORD, AUTH_USER, auth_address, auth_tls_dir
+from service.secrets import SecretError, read_secret
 from tests.integration import collect
 from tests.integration.kafka_helpers import (
     create_topic,
@@ -71,8 +72,9 @@ async def token_endpoint() -> AsyncIterator[str]:
 class Secrets:
     """Writes each secret where its URI says: env:, file: or Secrets Manager (moto)."""
 
-    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, moto: str) -> None:
+    def __init__(self, tmp: Path, monkeypatch: pytest.MonkeyPatch, moto: str, token: str) -> None:
         self._tmp, self._env, self._moto = tmp, monkeypatch, moto
+        self.token_url = token
 
     def env(self, name: str, value: dict[str, Any]) -> str:
         self._env.setenv(name, json.dumps(value))
@@ -91,8 +93,10 @@ class Secrets:
 
 
 @pytest.fixture
-def secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str) -> Secrets:
-    return Secrets(tmp_path, monkeypatch, moto_endpoint)
+def secrets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, moto_endpoint: str, token_endpoint: str
+) -> Secrets:
+    return Secrets(tmp_path, monkeypatch, moto_endpoint, token_endpoint)
 
 
 def root_ca() -> dict[str, str]:
@@ -222,8 +226,20 @@ async def stranger_client_certificate(s: Secrets, unique: str) -> tuple[str, lis
     return "SSL", access, None
 
 
+async def wrong_client_secret(s: Secrets, unique: str) -> tuple[str, list[Any], Any]:
+    secret = {"clientId": "esmd", "clientSecret": "wrong", "tokenEndpointUrl": s.token_url}
+    return "SASL_PLAINTEXT", [("OAUTHBEARER_AUTH", s.env(f"T_{unique}", secret))], False
+
+
 @pytest.mark.parametrize(
-    "case", [wrong_password, wrong_ca, no_client_certificate, stranger_client_certificate]
+    "case",
+    [
+        wrong_password,
+        wrong_ca,
+        no_client_certificate,
+        stranger_client_certificate,
+        wrong_client_secret,
+    ],
 )
 async def test_refused_credentials_give_authn_error_and_the_daemon_goes_on(
     case: Callable[[Secrets, str], Any],
@@ -299,3 +315,17 @@ async def test_kafka_destination_uses_the_mapping_credentials(
     finally:
         await consumer.stop()
     assert len(fetched.get(tp, [])) == 3
+
+
+async def test_secrets_manager_through_moto(moto_endpoint: str) -> None:
+    from service.aws import aws_client
+
+    aws = parse_config({"aws": {"endpoint_url": moto_endpoint}}).aws
+    async with aws_client(aws, "secretsmanager") as sm:
+        made = await sm.create_secret(
+            Name=f"kafka-{id(aws)}", SecretString=json.dumps({"username": "u", "password": "p"})
+        )
+    assert await read_secret(made["ARN"], aws) == {"username": "u", "password": "p"}
+    missing = made["ARN"][:-6] + "zzzzzz"
+    with pytest.raises(SecretError, match="GetSecretValue failed: ResourceNotFoundException"):
+        await read_secret(missing, aws)

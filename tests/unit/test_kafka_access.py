@@ -114,20 +114,6 @@ async def test_secrets_from_env_and_file_never_quote_the_value(
     assert uri_problem(ARN) is None
 
 
-async def test_secrets_manager_through_moto(moto_endpoint: str) -> None:
-    from service.aws import aws_client
-
-    aws = parse_config({"aws": {"endpoint_url": moto_endpoint}}).aws
-    async with aws_client(aws, "secretsmanager") as sm:
-        made = await sm.create_secret(
-            Name=f"kafka-{id(aws)}", SecretString=json.dumps({"username": "u", "password": "p"})
-        )
-    assert await read_secret(made["ARN"], aws) == {"username": "u", "password": "p"}
-    missing = made["ARN"][:-6] + "zzzzzz"
-    with pytest.raises(SecretError, match="GetSecretValue failed: ResourceNotFoundException"):
-        await read_secret(missing, aws)
-
-
 async def test_the_settings_aiokafka_gets(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("S", json.dumps({"username": "esmd", "password": "pw"}))
     config = parse_config({"mappings": [kafka({"Type": "SASL_SCRAM_512_AUTH", "URI": "env:S"})]})
