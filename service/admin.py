@@ -1,18 +1,46 @@
 """The admin HTTP server (/metrics, /healthz, /readyz, /mappings), started the same way by a
-single-process Daemon and by the workers' Supervisor."""
+single-process Daemon and by the workers' Supervisor.
+
+With ``server.auth_token`` set, every path but the probes (/healthz, /readyz: kubelets send
+no token) wants ``Authorization: Bearer <token>``, so the server may listen on 0.0.0.0 in a
+pod without showing its mappings and metrics to the whole network.
+"""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: paths open without the token: liveness and readiness probes
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
-async def serve(host_port: tuple[str, int], routes: dict[str, Handler]) -> web.AppRunner:
-    """Listen on ``host_port`` with one GET handler per path; clean up the returned runner."""
-    app = web.Application()
+def _bearer(token: str) -> Middleware:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):  # constant time
+                return web.Response(
+                    status=401, text="unauthorized\n", headers={"WWW-Authenticate": "Bearer"}
+                )
+        return await handler(request)
+
+    return check
+
+
+async def serve(
+    host_port: tuple[str, int], routes: dict[str, Handler], token: str | None = None
+) -> web.AppRunner:
+    """Listen on ``host_port`` with one GET handler per path, behind the bearer ``token``
+    when given; clean up the returned runner."""
+    app = web.Application(middlewares=[_bearer(token)] if token else [])
     for path, handler in routes.items():
         app.router.add_get(path, handler)
     runner = web.AppRunner(app, access_log=None)

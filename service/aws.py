@@ -7,12 +7,13 @@ from __future__ import annotations
 import contextlib
 import functools
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
-from service.config import AwsConfig
+if TYPE_CHECKING:  # annotations only: service.config may import what imports this module
+    from service.config import AwsConfig
 
 #: botocore's own retries off: the caller's backoff (the Invoker's, the sender's) must see
 #: every throttle and failure

@@ -139,6 +139,7 @@ class Daemon:
                 "/readyz": self._readyz,
                 "/mappings": self._mappings,
             },
+            self.config.server.token,
         )
 
     async def _metrics(self, _: web.Request) -> web.Response:

@@ -209,9 +209,7 @@ class Mapping:
         first: do not move past the records."""
         if self.on_failure is None or self.source_info is None:
             return False
-        return await self.on_failure.send(
-            FailedBatch(records, failure, self.source_info, shard_id)
-        )
+        return await self.on_failure.send(FailedBatch(records, failure, self.source_info, shard_id))
 
     async def _give_up(
         self, records: list[dict[str, Any]], failure: Failure, shard_id: str | None = None
@@ -232,12 +230,22 @@ class Mapping:
     async def _open_on_failure(self) -> None:
         """Describe the source for invocation records and open the destination, if any."""
         cfg = self.config
-        servers, tls = await self._kafka_servers()
-        self.source_info = _source_info(self, servers)
         destination = cfg.on_failure_destination
+        source = cfg.SelfManagedEventSource
+        servers = list(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else []
+        kafka_client: dict[str, Any] = {}
+        # an MSK source's brokers (invocation records name them) and a kafka:// destination's
+        # credentials are looked up only when a destination needs them
+        kafka_destination = destination_kind(destination or "") == "kafka"
+        if cfg.source_kind.is_kafka and destination and (kafka_destination or not source):
+            from service.sources.kafka_auth import kafka_connection
+
+            servers, auth = await kafka_connection(cfg, self.esmd.aws)
+            kafka_client = auth.client_kwargs()
+        self.source_info = _source_info(self, servers)
         if destination is None or destination_kind(destination) is None:
             return
-        context = DestinationContext(self.esmd.aws, servers, tls)
+        context = DestinationContext(self.esmd.aws, servers, kafka_client)
         sender = OnFailureSender(
             make_destination(destination, context),
             self.metrics,
@@ -248,18 +256,6 @@ class Mapping:
         )
         await sender.open()
         self.on_failure = sender
-
-    async def _kafka_servers(self) -> tuple[list[str], bool]:
-        """The Kafka cluster's brokers (the KafkaBatchInfo and kafka:// destinations use
-        them): the configured ones, or MSK's from GetBootstrapBrokers; none for others."""
-        cfg = self.config
-        if cfg.SelfManagedEventSource is not None:
-            return list(cfg.SelfManagedEventSource.Endpoints.KAFKA_BOOTSTRAP_SERVERS), False
-        if cfg.source_kind is SourceKind.MSK and cfg.on_failure_destination:
-            from service.sources.kafka import msk_bootstrap_servers
-
-            return await msk_bootstrap_servers(cfg, self.esmd.aws)
-        return [], False
 
     def status(self) -> dict[str, Any]:
         return {

@@ -185,6 +185,7 @@ class Supervisor:
                 "/readyz": self._readyz,
                 "/mappings": self._mappings,
             },
+            self.config.server.token,
         )
 
     async def _metrics(self, _: web.Request) -> web.Response:

@@ -15,6 +15,14 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture(scope="session")
+def kafka_auth_internal() -> str:
+    """The kafka-auth broker (SASL, SSL with client certificates): its plaintext INTERNAL
+    listener, for topics and producing; service.devtools.servers.auth_address(listener)
+    gives the others."""
+    return servers.kafka_auth_internal()
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint() -> str:
     return servers.moto_endpoint()
 

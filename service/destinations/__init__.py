@@ -50,7 +50,9 @@ class DestinationContext:
 
     aws: AwsConfig = field(default_factory=AwsConfig)
     bootstrap_servers: list[str] = field(default_factory=list)  # kafka:// destinations
-    tls: bool = False
+    #: the mapping's Kafka security (service.sources.kafka_auth.KafkaAuth.client_kwargs):
+    #: a kafka:// destination connects with the source's own credentials
+    kafka_client: dict[str, Any] = field(default_factory=dict, repr=False)
 
 
 class Destination(Protocol):

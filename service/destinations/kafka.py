@@ -1,7 +1,8 @@
 """Kafka topic destination (``kafka://<topic>``): one message per failed record, on the
 source's own cluster, keyed by the record's original key as AWS does (a record without a key
 is spread by the producer's default partitioner). The value is the invocation record with
-``payload``, the event of that one record, as a JSON object.
+``payload``, the event of that one record, as a JSON object. It connects as the mapping's
+source does (SourceAccessConfigurations: the same SASL credentials, certificates and CA).
 
 Every message of a batch is acknowledged by the brokers (acks=all) before the send counts;
 a retried send may write a record twice, the at-least-once price of never losing one.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
 
 import orjson
 from aiokafka import AIOKafkaProducer
@@ -33,13 +33,11 @@ class KafkaDestination:
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
-            tls = self._context.tls
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._context.bootstrap_servers,
                 acks="all",
                 client_id="esmd-on-failure",
-                security_protocol="SSL" if tls else "PLAINTEXT",
-                ssl_context=ssl.create_default_context() if tls else None,
+                **self._context.kafka_client,
             )
             try:
                 await producer.start()

@@ -8,6 +8,11 @@ moto_server and Prometheus. Dev tooling: the daemon never imports it.
 Kafka comes from the official jars on Maven Central (resolved by Maven from kafka-pom.xml
 beside this file into the cache folder), runs as a single combined broker+controller on
 127.0.0.1:9092, and is ready when it answers a Metadata request with itself as a broker.
+A second broker, ``kafka-auth``, runs from the same jars with authentication on every
+listener but an internal plaintext one (see AUTH_LISTENERS): SASL_PLAINTEXT and SASL_SSL
+with PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (the broker's unsecured validator),
+and SSL that requires a client certificate; its certificates are made by keytool at first
+start (a CA, and the broker's key signed by it), its SCRAM users at format time.
 moto_server comes from the venv (PyPI moto[server]). Prometheus is Debian's package
 `prometheus`, fetched with `apt-get download` and unpacked (`dpkg -x`) into the cache folder,
 so it needs no install as root; it scrapes every 1 s the targets listed in JSON files in its
@@ -127,15 +132,21 @@ Configuration:
 
 
 def kafka_command(state: Path) -> list[str]:
-    libs = maven_libs("kafka")
-    data = state / "data"
     props = state / "server.properties"
     props.write_text(
-        KAFKA_PROPERTIES.format(host=HOST, port=KAFKA_PORT, controller=KAFKA_PORT + 1, data=data)
+        KAFKA_PROPERTIES.format(
+            host=HOST, port=KAFKA_PORT, controller=KAFKA_PORT + 1, data=state / "data"
+        )
     )
+    return _kafka_java(state, props, "1g")
+
+
+def _kafka_java(state: Path, props: Path, heap: str, *format_args: str) -> list[str]:
+    """Format the data folder once (with ``format_args``), return the broker's command."""
+    libs = maven_libs("kafka")
     (state / "log4j2.yaml").write_text(LOG4J2.format(log=state / "kafka.log"))
     classpath = f"{libs}/*"
-    if not (data / "meta.properties").exists():
+    if not (state / "data" / "meta.properties").exists():
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         subprocess.run(
             [
@@ -148,6 +159,7 @@ def kafka_command(state: Path) -> list[str]:
                 str(props),
                 "--cluster-id",
                 cluster_id,
+                *format_args,
             ],
             check=True,
             capture_output=True,
@@ -156,8 +168,9 @@ def kafka_command(state: Path) -> list[str]:
     return [
         "java",
         "-Xms256m",
-        "-Xmx1g",
+        f"-Xmx{heap}",
         "-XX:+UseG1GC",
+        "-XX:TieredStopAtLevel=1",  # starts faster; a test broker needs no peak throughput
         f"-Dlog4j2.configurationFile={state / 'log4j2.yaml'}",
         "-cp",
         classpath,
@@ -166,14 +179,160 @@ def kafka_command(state: Path) -> list[str]:
     ]
 
 
-def kafka_ready() -> bool:
+# --- Kafka with authentication --------------------------------------------------------------
+
+#: the kafka-auth broker's listeners, at KAFKA_AUTH_PORT + offset; INTERNAL is plaintext and
+#: unauthenticated (inter-broker traffic, and tests' topic set-up)
+AUTH_LISTENERS = {"INTERNAL": 0, "SASL_PLAINTEXT": 1, "SSL": 2, "SASL_SSL": 3}
+#: the users of the kafka-auth broker: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 all know them
+AUTH_USER, AUTH_PASSWORD = "esmd", "esmd-secret"
+#: keystores' password (test material only)
+AUTH_STORE_PASSWORD = "esmd-store"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER")
+
+KAFKA_AUTH_PROPERTIES = """\
+node.id=1
+process.roles=broker,controller
+listeners={listeners},CONTROLLER://{host}:{controller}
+advertised.listeners={listeners}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=INTERNAL
+listener.security.protocol.map=INTERNAL:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,\
+SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT
+controller.quorum.voters=1@{host}:{controller}
+log.dirs={data}
+num.partitions=1
+auto.create.topics.enable=true
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+log.retention.hours=24
+sasl.enabled.mechanisms={mechanisms}
+ssl.keystore.type=PKCS12
+ssl.keystore.location={tls}/broker.p12
+ssl.keystore.password={store_password}
+ssl.key.password={store_password}
+ssl.truststore.type=PKCS12
+ssl.truststore.location={tls}/truststore.p12
+ssl.truststore.password={store_password}
+listener.name.ssl.ssl.client.auth=required
+{jaas}
+"""
+
+_JAAS = {
+    "plain": "org.apache.kafka.common.security.plain.PlainLoginModule required "
+    'username="{user}" password="{password}" user_{user}="{password}";',
+    "scram-sha-256": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    "scram-sha-512": "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+    "oauthbearer": "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule "
+    'required unsecuredLoginStringClaim_sub="{user}";',
+}
+_UNSECURED_VALIDATOR = (
+    "org.apache.kafka.common.security.oauthbearer.internals.unsecured."
+    "OAuthBearerUnsecuredValidatorCallbackHandler"
+)
+
+
+def _auth_jaas() -> str:
+    """One ``listener.name.<listener>.<mechanism>.sasl.jaas.config`` per SASL listener and
+    mechanism (Kafka reads no listener-wide default), and the unsecured OAUTHBEARER
+    validator: it accepts any unsigned JWT with a ``sub`` claim."""
+    lines = []
+    for listener in ("sasl_plaintext", "sasl_ssl"):
+        for mechanism, jaas in _JAAS.items():
+            config = jaas.format(user=AUTH_USER, password=AUTH_PASSWORD)
+            lines.append(f"listener.name.{listener}.{mechanism}.sasl.jaas.config={config}")
+        lines.append(
+            f"listener.name.{listener}.oauthbearer.sasl.server.callback.handler.class="
+            + _UNSECURED_VALIDATOR
+        )
+    return "\n".join(lines)
+
+
+def auth_address(listener: str) -> str:
+    return f"{HOST}:{KAFKA_AUTH_PORT + AUTH_LISTENERS[listener]}"
+
+
+def auth_tls_dir() -> Path:
+    """The kafka-auth broker's certificates: ``ca.pem`` (the CA that signed the broker's key
+    and that the broker trusts for client certificates) and ``ca.p12`` (its key, password
+    AUTH_STORE_PASSWORD, alias ``ca``: tests sign client certificates with it)."""
+    return STATE / "kafka-auth" / "tls"
+
+
+def _keytool(tls: Path, *args: str) -> None:
+    subprocess.run(
+        ["keytool", *args, "-storepass", AUTH_STORE_PASSWORD, "-noprompt"],
+        cwd=tls,
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+def make_auth_certificates(tls: Path) -> None:
+    """A CA and the broker's key signed by it (SAN 127.0.0.1 and localhost), by keytool."""
+    if (tls / ".complete").exists():
+        return
+    shutil.rmtree(tls, ignore_errors=True)
+    tls.mkdir(parents=True)
+    key = ["-keyalg", "RSA", "-keysize", "2048", "-validity", "3650", "-storetype", "PKCS12"]
+    _keytool(tls, "-genkeypair", "-alias", "ca", "-dname", "CN=esmd test CA", "-ext",
+             "bc:c", "-keystore", "ca.p12", *key)  # fmt: skip
+    _keytool(tls, "-exportcert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-file",
+             "ca.pem")  # fmt: skip
+    _keytool(tls, "-genkeypair", "-alias", "broker", "-dname", "CN=localhost", "-keystore",
+             "broker.p12", *key)  # fmt: skip
+    _keytool(tls, "-certreq", "-alias", "broker", "-keystore", "broker.p12", "-file",
+             "broker.csr")  # fmt: skip
+    _keytool(tls, "-gencert", "-rfc", "-alias", "ca", "-keystore", "ca.p12", "-infile",
+             "broker.csr", "-outfile", "broker.pem", "-validity", "3650", "-ext",
+             "san=ip:127.0.0.1,dns:localhost")  # fmt: skip
+    _keytool(tls, "-importcert", "-alias", "ca", "-file", "ca.pem", "-keystore", "broker.p12")
+    _keytool(tls, "-importcert", "-alias", "broker", "-file", "broker.pem", "-keystore",
+             "broker.p12")  # fmt: skip
+    _keytool(tls, "-importcert", "-alias", "ca", "-file", "ca.pem", "-keystore",
+             "truststore.p12", "-storetype", "PKCS12")  # fmt: skip
+    (tls / ".complete").touch()
+
+
+def kafka_auth_command(state: Path) -> list[str]:
+    tls = state / "tls"
+    make_auth_certificates(tls)
+    props = state / "server.properties"
+    listeners = ",".join(f"{name}://{auth_address(name)}" for name in AUTH_LISTENERS)
+    props.write_text(
+        KAFKA_AUTH_PROPERTIES.format(
+            host=HOST,
+            listeners=listeners,
+            controller=KAFKA_AUTH_PORT + len(AUTH_LISTENERS),
+            data=state / "data",
+            mechanisms=",".join(SASL_MECHANISMS),
+            tls=tls,
+            store_password=AUTH_STORE_PASSWORD,
+            jaas=_auth_jaas(),
+        )
+    )
+    scram = [
+        arg
+        for bits in (256, 512)
+        for arg in ("--add-scram", f"SCRAM-SHA-{bits}=[name={AUTH_USER},password={AUTH_PASSWORD}]")
+    ]
+    return _kafka_java(state, props, "512m", *scram)
+
+
+def kafka_ready(port: int | None = None) -> bool:
     """A Metadata (v4) request answered with at least one broker: the broker is serving."""
     client = b"esmd-services"
     # header: api_key=3 (Metadata), api_version=4, correlation_id=7, client_id
     body = struct.pack(">hhih", 3, 4, 7, len(client)) + client
     body += struct.pack(">i?", 0, False)  # topics: empty array; allow_auto_topic_creation
     try:
-        with socket.create_connection((HOST, KAFKA_PORT), timeout=2) as sock:
+        with socket.create_connection((HOST, port or KAFKA_PORT), timeout=2) as sock:
             sock.sendall(struct.pack(">i", len(body)) + body)
             size = struct.unpack(">i", _recv(sock, 4))[0]
             resp = _recv(sock, size)
@@ -349,12 +508,22 @@ def prometheus_ready() -> bool:
 
 
 KAFKA_PORT = int(os.environ.get("ESMD_KAFKA_PORT", "9092"))
+#: the kafka-auth broker's first port; its listeners and controller take the next four
+KAFKA_AUTH_PORT = int(os.environ.get("ESMD_KAFKA_AUTH_PORT", "9192"))
 MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
 ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
 PROMETHEUS_PORT = int(os.environ.get("ESMD_PROMETHEUS_PORT", "9090"))
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
+    "kafka-auth": Server(
+        "kafka-auth",
+        KAFKA_AUTH_PORT,
+        auth_address("INTERNAL"),
+        kafka_auth_command,
+        lambda: kafka_ready(KAFKA_AUTH_PORT),
+        120,
+    ),
     "moto": Server("moto", MOTO_PORT, f"http://{HOST}:{MOTO_PORT}", moto_command, moto_ready, 60),
     "elasticmq": Server(
         "elasticmq",
@@ -447,6 +616,11 @@ def ensure(name: str) -> str:
 
 def ensure_kafka() -> str:
     return ensure("kafka")
+
+
+def ensure_kafka_auth() -> str:
+    """The kafka-auth broker's INTERNAL (plaintext) address; see AUTH_LISTENERS."""
+    return ensure("kafka-auth")
 
 
 def ensure_moto() -> str:

@@ -62,6 +62,9 @@ class SourceEntry:
     #: OnFailure destination kinds it may send to (see service.arns.destination_kind)
     destinations: frozenset[str] = frozenset()
     rules: Rules = _no_rules  # the kind's own rules
+    #: takes SourceAccessConfigurations credentials (its rules check them); other kinds
+    #: refuse every Type but the VPC ones
+    authenticates: bool = False
     # --- delivery ---------------------------------------------------------------------------
     #: failed records go back to the source (SQS visibility, MQ redelivery) instead of
     #: being retried in place, and no OnFailure destination applies
@@ -75,8 +78,14 @@ class SourceEntry:
 
 
 def _kafka_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    from service.sources.kafka_access import access_errors
+
     if not m.Topics:
         yield "Topics", "a Kafka mapping needs exactly one topic"
+    msk = m.SelfManagedEventSource is None
+    if msk and m.KafkaTls is not None:
+        yield "KafkaTls", "for self-managed Kafka only: MSK's broker string decides"
+    yield from access_errors(m, msk)
     dest = m.on_failure_destination or ""
     if dest.startswith("kafka://") and dest.removeprefix("kafka://") in (m.Topics or []):
         yield (
@@ -108,6 +117,7 @@ _KAFKA_PROPERTIES = frozenset(
         "LoggingConfig",
         "MetricsConfig.ErrorCount",
         "MetricsConfig.KafkaMetrics",
+        "KafkaTls",
     }
 )
 _STREAM_PROPERTIES = frozenset({"ParallelizationFactor", "TumblingWindowInSeconds"})
@@ -120,6 +130,7 @@ _KAFKA = {
     "properties": _KAFKA_PROPERTIES,
     "destinations": frozenset({"sqs", "sns", "s3", "kafka"}),
     "rules": _kafka_rules,
+    "authenticates": True,
     "oversize": "skip",
     "retries_with_destination": 10,
 }

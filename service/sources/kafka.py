@@ -6,6 +6,12 @@ processes and replicas in the same group). A LagScaler sizes the pool: between M
 and MaximumPollers in provisioned mode, by AWS's one-minute lag rule on demand, never above
 the topic's partitions.
 
+Authentication (SourceAccessConfigurations) comes from service/sources/kafka_auth.py: the
+source probes one broker with it before any consumer starts, so refused credentials show as
+the mapping's EVENT_SOURCE_AUTHN_ERROR. Pollers up to the pool's minimum join with a static
+group.instance.id (``kafka`` config section): a restarted replica gets its partitions back
+without a rebalance.
+
 Each assigned partition gets a Lane, so partitions are invoked concurrently and each in
 order. Offsets are committed, never automatically, from the lanes' ``done_upto`` positions:
 only records delivered, filtered out or given up on are ever committed.
@@ -17,7 +23,8 @@ import asyncio
 import binascii
 import contextlib
 import functools
-import ssl
+import os
+import socket
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,13 +35,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
-from service.aws import aws_client
-from service.config import AwsConfig, MappingConfig, StartPosition
+from service.config import StartPosition
 from service.context import MappingContext
 from service.filters import parse_payload
 from service.invoke import Backoff
 from service.lane import Kept, Lane
 from service.scaling import LagScaler, Load, PollerPool, PoolBounds
+from service.sources.kafka_auth import PLAINTEXT, KafkaAuth, kafka_connection, probe
 from service.sources.kinds import SourceKind
 
 if TYPE_CHECKING:
@@ -127,9 +134,10 @@ class KafkaSource:
     def __init__(self, mapping: MappingContext) -> None:
         self._mapping = mapping
         cfg = mapping.config
-        self._bootstrap = _self_managed_servers(cfg)
-        self._tls = False
+        self._bootstrap: list[str] = []
+        self._auth = PLAINTEXT
         self._members: set[KafkaPoller] = set()
+        self._slots: set[int] = set()  # taken poller slots: part of group.instance.id
         self._stopping = asyncio.Event()
         self._pool: PollerPool | None = None
         self._partitions = 0
@@ -151,9 +159,10 @@ class KafkaSource:
         self._log = structlog.get_logger("esmd.kafka").bind(mapping=cfg.Name)
 
     async def run(self) -> None:
-        if not self._bootstrap:
-            cfg = self._mapping.config
-            self._bootstrap, self._tls = await msk_bootstrap_servers(cfg, self._mapping.esmd.aws)
+        cfg = self._mapping.config
+        self._bootstrap, self._auth = await kafka_connection(cfg, self._mapping.esmd.aws)
+        await probe(self._bootstrap, self._auth)  # SourceAuthError: the mapping's reason
+        self._log.info("brokers answer", security=self._auth.describe())
         pool = self._pool = PollerPool(
             self._member, self.scaler.bounds, self._mapping.metrics, "kafka poller"
         )
@@ -170,10 +179,19 @@ class KafkaSource:
 
     async def _member(self, retire: asyncio.Event) -> None:
         """One poller, restarted with backoff when its consumer fails, until retired."""
+        slot = min(set(range(len(self._slots) + 1)) - self._slots)
+        self._slots.add(slot)
+        try:
+            await self._run_member(retire, slot)
+        finally:
+            self._slots.discard(slot)
+
+    async def _run_member(self, retire: asyncio.Event, slot: int) -> None:
         backoff = Backoff(1.0, 30.0)
         failures = 0
+        instance = self._instance_id(slot)
         while not (retire.is_set() or self._stopping.is_set()):
-            poller = KafkaPoller(self._mapping, self._bootstrap or [], self._tls, retire)
+            poller = KafkaPoller(self._mapping, self._bootstrap, self._auth, retire, instance)
             self._members.add(poller)
             try:
                 await poller.run()
@@ -188,6 +206,17 @@ class KafkaSource:
                         await self._stopping.wait()
             finally:
                 self._members.discard(poller)
+
+    def _instance_id(self, slot: int) -> str | None:
+        """group.instance.id of the poller in ``slot``: replica, mapping, worker, slot. Only
+        the slots the pool always has are static; one above the minimum is retired when the
+        pool shrinks, and a static member does not leave its group (its partitions would
+        wait a session timeout)."""
+        settings = self._mapping.esmd.kafka
+        if not settings.static_membership or slot >= self.scaler.bounds.minimum:
+            return None
+        replica = settings.instance_id or os.environ.get("HOSTNAME") or socket.gethostname()
+        return f"esmd-{replica}-{self._mapping.name}-w{self._mapping.worker.index}-{slot}"
 
     async def _scale_loop(self, pool: PollerPool) -> None:
         """Measure the pool's load every period and let the scaler resize it."""
@@ -242,14 +271,16 @@ class KafkaPoller:
         self,
         mapping: MappingContext,
         bootstrap_servers: list[str],
-        tls: bool = False,
+        auth: KafkaAuth = PLAINTEXT,
         retire: asyncio.Event | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self._mapping = mapping
         cfg = mapping.config
         self._topic = (cfg.Topics or [""])[0]
         self._bootstrap = bootstrap_servers
-        self._tls = tls
+        self._auth = auth
+        self._instance_id = instance_id
         self._lanes: dict[TopicPartition, Lane] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._consumer: AIOKafkaConsumer | None = None
@@ -267,7 +298,9 @@ class KafkaPoller:
         consumer.subscribe([self._topic], listener=_Rebalance(self))
         await consumer.start()
         self._mapping.connected()
-        self._log.info("consumer started", topic=self._topic, group=self._group_id)
+        self._log.info(
+            "consumer started", topic=self._topic, group=self._group_id, instance=self._instance_id
+        )
         committer = asyncio.create_task(self._commit_loop(), name="kafka committer")
         try:
             while not self._stopping.is_set():
@@ -327,6 +360,10 @@ class KafkaPoller:
 
     def _make_consumer(self) -> AIOKafkaConsumer:
         start = self._mapping.config.StartingPosition
+        static: dict[str, Any] = {}
+        if self._instance_id is not None:
+            timeout_ms = int(self._mapping.esmd.kafka.session_timeout_seconds * 1000)
+            static = {"group_instance_id": self._instance_id, "session_timeout_ms": timeout_ms}
         return AIOKafkaConsumer(
             bootstrap_servers=self._bootstrap,
             group_id=self._group_id,
@@ -335,8 +372,8 @@ class KafkaPoller:
             auto_offset_reset="latest" if start is StartPosition.LATEST else "earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
-            security_protocol="SSL" if self._tls else "PLAINTEXT",
-            ssl_context=ssl.create_default_context() if self._tls else None,
+            **static,
+            **self._auth.client_kwargs(),
         )
 
     # --- partitions -----------------------------------------------------------------------
@@ -443,22 +480,3 @@ class KafkaPoller:
                 for lane in self._lanes.values()
             },
         }
-
-
-def _self_managed_servers(cfg: MappingConfig) -> list[str] | None:
-    source = cfg.SelfManagedEventSource
-    return list(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else None
-
-
-async def msk_bootstrap_servers(cfg: MappingConfig, aws: AwsConfig) -> tuple[list[str], bool]:
-    """An MSK cluster's brokers from the Kafka API (GetBootstrapBrokers): (servers, tls).
-
-    Plaintext brokers are preferred when the cluster has them; else TLS.
-    """
-    arn = cfg.EventSourceArn
-    async with aws_client(aws, "kafka") as kafka:
-        resp = await kafka.get_bootstrap_brokers(ClusterArn=arn)
-    for key, tls in (("BootstrapBrokerString", False), ("BootstrapBrokerStringTls", True)):
-        if resp.get(key):
-            return str(resp[key]).split(","), tls
-    raise ValueError(f"mapping {cfg.Name!r}: EventSourceArn: no brokers for {arn}")

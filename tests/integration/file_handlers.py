@@ -16,3 +16,11 @@ def kafka_records(event: dict[str, Any], context: Any) -> None:
     ]
     with open(os.environ["ESMD_TEST_OUT"], "a") as out:
         out.write("\n".join(lines) + "\n")
+
+
+def slow_kafka_records(event: dict[str, Any], context: Any) -> None:
+    """kafka_records after a pause of ESMD_TEST_SLEEP seconds: a run that lasts a while."""
+    import time
+
+    time.sleep(float(os.environ.get("ESMD_TEST_SLEEP", "0.1")))
+    kafka_records(event, context)

@@ -315,8 +315,9 @@ def test_destination_retry_settings() -> None:
     assert "as long as the mapping runs" in described["block_on_destination_failure"]["description"]
 
 
-def test_source_authentication_is_refused_until_esmd_can_use_it() -> None:
-    """A mapping pasted with SASL credentials must not pass and then connect in PLAINTEXT."""
+def test_source_authentication_esmd_cannot_honour_is_refused() -> None:
+    """A Type esmd cannot use must not pass and then connect without it (the Kafka rules
+    are in tests/unit/test_kafka_access.py)."""
     mapping = {
         "Name": "auth",
         "FunctionName": "f",
@@ -325,10 +326,10 @@ def test_source_authentication_is_refused_until_esmd_can_use_it() -> None:
         "StartingPosition": "LATEST",
         "SourceAccessConfigurations": [
             {"Type": "VPC_SUBNET", "URI": "subnet:subnet-1"},
-            {"Type": "SASL_SCRAM_512_AUTH", "URI": "arn:aws:secretsmanager:us-east-1:1:secret:s"},
+            {"Type": "IAM_OAUTHBEARER_AUTH"},
         ],
     }
     with pytest.raises(ConfigError) as info:
         parse_config({"mappings": [mapping]})
     assert [p.field for p in info.value.problems] == ["SourceAccessConfigurations[1].Type"]
-    assert "SASL_SCRAM_512_AUTH" in str(info.value)
+    assert "IAM_OAUTHBEARER_AUTH" in str(info.value)

@@ -25,3 +25,14 @@ def test_a_stale_pid_file_does_not_name_an_unrelated_process(
             assert servers._pid(server) == p.pid
         finally:
             p.kill()
+
+
+def test_the_auth_broker_has_a_jaas_line_per_sasl_listener_and_mechanism() -> None:
+    """Kafka reads no listener-wide JAAS default: a pair without its own line fails."""
+    lines = servers._auth_jaas().splitlines()
+    for listener in ("sasl_plaintext", "sasl_ssl"):
+        for mechanism in servers.SASL_MECHANISMS:
+            key = f"listener.name.{listener}.{mechanism.lower()}.sasl.jaas.config="
+            assert sum(line.startswith(key) for line in lines) == 1, key
+    ports = {servers.auth_address(name) for name in servers.AUTH_LISTENERS}
+    assert len(ports) == len(servers.AUTH_LISTENERS)
