@@ -2,7 +2,14 @@
 
 from service.devtools.servers import ensure_elasticmq as elasticmq_endpoint
 from service.devtools.servers import ensure_kafka as kafka_bootstrap
+from service.devtools.servers import ensure_mongo as mongo_endpoint
 from service.devtools.servers import ensure_moto as moto_endpoint
 from service.devtools.servers import ensure_prometheus as prometheus_endpoint
 
-__all__ = ["elasticmq_endpoint", "kafka_bootstrap", "moto_endpoint", "prometheus_endpoint"]
+__all__ = [
+    "elasticmq_endpoint",
+    "kafka_bootstrap",
+    "mongo_endpoint",
+    "moto_endpoint",
+    "prometheus_endpoint",
+]
