@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -81,3 +82,8 @@ def destination_client(aws: AwsConfig, service: str, region: str | None = None) 
     return LazyClient(
         aws, service, region=region, retries=NO_RETRIES, connect_timeout=10, read_timeout=30
     )
+
+
+def secrets_client(aws: AwsConfig) -> Callable[[str | None], AbstractAsyncContextManager[Any]]:
+    """Secrets Manager clients by region, for service.secrets.read_secret."""
+    return lambda region: aws_client(aws, "secretsmanager", region=region)

@@ -163,6 +163,7 @@ class Mapping:
             worker=self.worker,
             stopping=self._stopping,
             connected=functools.partial(self.set_reason, USER_INITIATED),
+            report=self.set_reason,
             iterator_age=self.source.iterator_age,
         )
 
@@ -209,9 +210,7 @@ class Mapping:
         first: do not move past the records."""
         if self.on_failure is None or self.source_info is None:
             return False
-        return await self.on_failure.send(
-            FailedBatch(records, failure, self.source_info, shard_id)
-        )
+        return await self.on_failure.send(FailedBatch(records, failure, self.source_info, shard_id))
 
     async def _give_up(
         self, records: list[dict[str, Any]], failure: Failure, shard_id: str | None = None
