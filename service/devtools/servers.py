@@ -285,8 +285,8 @@ def mongo_command(state: Path) -> list[str]:
     libs = maven_libs("mongo")
     return [
         "java",
-        "-Xms128m",
-        "-Xmx1g",
+        "-Xms256m",
+        "-Xmx2g",  # memory only, and the oplog is never trimmed
         "-cp",
         f"{classes}:{libs}/*",
         "EsmdMongoServer",

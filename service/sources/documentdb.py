@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
+import gc
 import math
 import time
 from collections.abc import Sequence
@@ -68,26 +70,44 @@ _CANONICAL = json_util.CANONICAL_JSON_OPTIONS
 
 
 def relaxed(value: Any) -> Any:
-    """A decoded BSON value as relaxed Extended JSON (JSON-ready): the common types inline,
-    the rest by bson.json_util."""
+    """A decoded BSON value as relaxed Extended JSON (JSON-ready), converted in place: the
+    change documents are the poller's own, and rewriting only the values JSON lacks (ObjectId,
+    Timestamp, dates, Int64, non-finite doubles, the rarer types by bson.json_util) allocates
+    far less than a copy would; strings, numbers and booleans stay as they are."""
     kind = type(value)
-    if kind is str or kind is bool or value is None:
-        return value
     if kind is dict:
-        return {k: relaxed(v) for k, v in value.items()}
-    if kind is list:
-        return [relaxed(v) for v in value]
+        return _in_place(value)
     if kind is ObjectId:
         return {"$oid": str(value)}
     if kind is Timestamp:
         return {"$timestamp": {"t": value.time, "i": value.inc}}
-    if isinstance(value, int):  # int, bson.int64.Int64
-        return int(value)
+    if kind is list:
+        for i, item in enumerate(value):
+            k = type(item)
+            if not (k is str or k is int or k is bool or item is None):
+                value[i] = relaxed(item)
+        return value
     if kind is float:
         return value if math.isfinite(value) else json_util.default(value, _RELAXED)
+    if kind is str or kind is bool or value is None:
+        return value
+    if isinstance(value, int):  # bson.int64.Int64: a number in relaxed mode
+        return int(value)
     if isinstance(value, dict):  # SON and other mappings
-        return {k: relaxed(v) for k, v in value.items()}
+        return _in_place(value)
     return json_util.default(value, _RELAXED)
+
+
+def _in_place(doc: dict[str, Any]) -> dict[str, Any]:
+    for key, value in doc.items():  # replacing values (not keys) while iterating is safe
+        kind = type(value)
+        if not (kind is str or kind is int or kind is bool or value is None):
+            doc[key] = relaxed(value)
+    return doc
+
+
+#: ``{"event":`` ... ``}`` and the comma between records
+_RECORD_OVERHEAD = 11
 
 
 class ChangeCodec:
@@ -106,9 +126,18 @@ class ChangeCodec:
         self, raws: Sequence[Raw], filters: FilterCriteria | None
     ) -> tuple[list[Kept], list[Any], int]:
         kept: list[Kept] = []
-        for change, ordinal in raws:
-            record = {"event": relaxed(change)}
-            kept.append((record, len(orjson.dumps(record)) + 1, ordinal))
+        # the conversion makes no reference cycles: the cyclic collector, which would walk
+        # the whole heap again and again as a large chunk allocates, runs once afterwards
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            for change, ordinal in raws:
+                event = _in_place(change)
+                size = len(orjson.dumps(event)) + _RECORD_OVERHEAD
+                kept.append(({"event": event}, size, ordinal))
+        finally:
+            if collecting:
+                gc.enable()
         return kept, [], raws[-1][1] + 1
 
     def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -306,15 +335,19 @@ class DocumentDBPoller:
         lane = self._lane
         assert lane is not None
         loop = asyncio.get_running_loop()
-        while not self._stopping.is_set():
+        stopping = self._stopping
+        while not stopping.is_set():
             if change is not None:
                 if not self._pending:
                     loop.call_soon(self._flush)
                 self._take(change)
+                if self._next & 1023 == 0:
+                    self._raise_failed()
+            else:
+                self._raise_failed()
             if lane.paused:
                 self._room.clear()
                 await self._sleep(self.checkpoint_interval, self._room)
-            self._raise_failed()
             started = loop.time()
             change = await stream.try_next()
             if change is None:
@@ -350,9 +383,11 @@ class DocumentDBPoller:
         waits = [asyncio.ensure_future(self._stopping.wait())]
         if event is not None:
             waits.append(asyncio.ensure_future(event.wait()))
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        for w in waits:
-            w.cancel()
+        try:
+            await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -372,9 +407,9 @@ class DocumentDBPoller:
         while True:
             self._progressed.clear()
             await self._checkpoint()
-            waits = [asyncio.ensure_future(self._progressed.wait())]
-            await asyncio.wait(waits, timeout=self.checkpoint_interval)
-            waits[0].cancel()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.checkpoint_interval):
+                    await self._progressed.wait()
 
     async def _checkpoint(self) -> None:
         done = self._done_token()
