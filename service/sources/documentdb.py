@@ -356,7 +356,9 @@ class DocumentDBPoller:
     def _take(self, change: dict[str, Any]) -> None:
         stamp = change.get("clusterTime")
         seconds = float(stamp.time) if isinstance(stamp, Timestamp) else time.time()
-        self._tokens.append((change.get("_id"), seconds))
+        token = change.get("_id")
+        # a copy: the codec rewrites the change (and its _id) into Extended JSON in place
+        self._tokens.append((dict(token) if isinstance(token, dict) else token, seconds))
         self._pending.append((change, self._next))
         self._next += 1
 
