@@ -175,8 +175,34 @@ class AwsConfig(_Model):
         return self.endpoints.get(service, self.endpoint_url)
 
 
+class DocumentDBSettings(_Model):
+    """Where DocumentDB clusters are reached (esmd's own section: AWS finds the endpoint)."""
+
+    endpoints: dict[str, str] = Field(
+        default_factory=dict,
+        description="A cluster's EventSourceArn -> a mongodb:// URI (host, port, TLS and "
+        "replica-set options; no credentials: those come from SourceAccessConfigurations). "
+        "Default: the cluster's endpoint from RDS DescribeDBClusters, with TLS",
+    )
+    log_retention_seconds: int = Field(
+        10800,
+        ge=1,
+        le=604800,
+        description="The clusters' change_stream_log_retention_duration: StartingPosition "
+        "TRIM_HORIZON starts this long ago, as Lambda does (DocumentDB's default: 3 hours)",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _uris(cls, value: dict[str, str]) -> dict[str, str]:
+        for arn, uri in value.items():
+            if not uri.startswith(("mongodb://", "mongodb+srv://")):
+                raise ValueError(f"{arn}: {uri!r} is not a mongodb:// URI")
+        return value
+
+
 class CheckpointsConfig(_Model):
-    """Where Kinesis and DynamoDB Streams mappings keep shard checkpoints (and leases)."""
+    """Where Kinesis, DynamoDB Streams and DocumentDB mappings keep checkpoints (and leases)."""
 
     store: Literal["sqlite", "dynamodb"] = "sqlite"
     path: str = "./esmd-state.db"
@@ -318,6 +344,23 @@ class SourceAccessConfiguration(_Model):
     )
 
 
+class DocumentDBStreamConfig(_Model):
+    """AWS's DocumentDBEventSourceConfig: what to read of the cluster's change streams."""
+
+    DatabaseName: str = Field(min_length=1, max_length=63, pattern=r'^[^ /.$"]*$')
+    CollectionName: str | None = Field(
+        None, min_length=1, max_length=57, pattern=r"^[_a-zA-Z0-9][^$]*$"
+    )
+    FullDocument: Literal["UpdateLookup", "Default"] = "Default"
+
+    @field_validator("CollectionName")
+    @classmethod
+    def _not_system(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("system."):
+            raise ValueError("system. collections have no change stream")
+        return value
+
+
 class StartPosition(enum.StrEnum):
     TRIM_HORIZON = "TRIM_HORIZON"
     LATEST = "LATEST"
@@ -356,6 +399,7 @@ class MappingConfig(_Model):
     LoggingConfig: EsmLoggingConfig | None = None
     SelfManagedKafkaEventSourceConfig: KafkaEventSourceConfig | None = None
     AmazonManagedKafkaEventSourceConfig: KafkaEventSourceConfig | None = None
+    DocumentDBEventSourceConfig: DocumentDBStreamConfig | None = None
     SourceAccessConfigurations: list[SourceAccessConfiguration] = Field(default_factory=list)
     KafkaTls: bool | None = Field(
         None,
@@ -443,6 +487,7 @@ def _optional_properties(m: MappingConfig) -> Iterator[str]:
         "ProvisionedPollerConfig": m.ProvisionedPollerConfig is not None,
         "LoggingConfig": m.LoggingConfig is not None,
         "KafkaTls": m.KafkaTls is not None,
+        "DocumentDBEventSourceConfig": m.DocumentDBEventSourceConfig is not None,
     }
     yield from (prop for prop, set_ in given.items() if set_)
     for metric in m.MetricsConfig.Metrics if m.MetricsConfig else []:
@@ -473,7 +518,7 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "MaximumRecordAgeInSeconds", "must be -1 or between 60 and 604800"
     yield from _destination_errors(m, entry.title, entry.destinations)
     if not entry.authenticates:
-        yield from _access_errors(m)
+        yield from _access_errors(m, entry.title, entry.access)
     yield from entry.rules(m)
 
 
@@ -481,19 +526,34 @@ def _kind_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
 _NETWORK_ONLY = {"VPC_SUBNET", "VPC_SECURITY_GROUP"}
 
 
-def _access_errors(m: MappingConfig) -> Iterator[tuple[str, str]]:
-    """A kind that takes no credentials (the registry's ``authenticates``) refuses them:
-    connecting without the credentials a mapping names would silently ignore accepted
-    configuration. (Kafka kinds check their own, service/sources/kafka_access.py.)"""
+def _access_errors(
+    m: MappingConfig, title: str, allowed: frozenset[str]
+) -> Iterator[tuple[str, str]]:
+    """Authentication esmd cannot honour (yet) is refused: connecting without the credentials
+    a mapping names would silently ignore accepted configuration. The types a kind takes
+    (the registry's ``access``) need a secret URI (service/secrets.py), at most one each."""
+    from service.secrets import uri_problem
+
+    seen: set[str] = set()
     for i, access in enumerate(m.SourceAccessConfigurations):
-        if access.Type not in _NETWORK_ONLY:
+        where = f"SourceAccessConfigurations[{i}]"
+        if access.Type in _NETWORK_ONLY:
+            continue
+        if access.Type not in allowed:
             yield (
-                f"SourceAccessConfigurations[{i}].Type",
+                f"{where}.Type",
                 (
-                    f"{access.Type}: esmd cannot authenticate to this source; refused rather "
-                    "than connecting without it"
+                    f"{access.Type}: esmd cannot authenticate {title} sources this way yet; "
+                    "refused rather than connecting without it"
                 ),
             )
+            continue
+        if access.Type in seen:
+            yield f"{where}.Type", f"{access.Type} is given twice"
+        seen.add(access.Type)
+        problem = uri_problem(access.URI) if access.URI else "a secret URI is required"
+        if problem is not None:
+            yield f"{where}.URI", problem
 
 
 def _position_errors(
@@ -539,6 +599,7 @@ class EsmdConfig(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     aws: AwsConfig = Field(default_factory=AwsConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
+    documentdb: DocumentDBSettings = Field(default_factory=DocumentDBSettings)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

@@ -40,6 +40,10 @@ class MappingContext:
     #: the source calls it once it reached its server (and after each recovery): the
     #: mapping's state reason goes back to USER_INITIATED
     connected: Callable[[], None] = lambda: None
+    #: the source runs on but says why it is not as configured (a DocumentDB resume token
+    #: that expired): (reason, message) become the state reason and last error until the
+    #: next ``connected()``
+    report: Callable[[str, str], None] = lambda reason, message: None
 
     @property
     def name(self) -> str:

@@ -29,3 +29,6 @@ class SourceAuthError(SourceError):
 #: a running mapping's reason, and one whose poller failed with something else
 USER_INITIATED = "USER_INITIATED"
 EVENT_SOURCE_ERROR = "EVENT_SOURCE_ERROR"
+#: a DocumentDB resume token the cluster no longer has (its change stream log moved past it,
+#: or the token is invalid): esmd's own code; the mapping went on from its StartingPosition
+RESUME_TOKEN_EXPIRED = "RESUME_TOKEN_EXPIRED"

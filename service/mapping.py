@@ -163,6 +163,7 @@ class Mapping:
             worker=self.worker,
             stopping=self._stopping,
             connected=functools.partial(self.set_reason, USER_INITIATED),
+            report=self.set_reason,
             iterator_age=self.source.iterator_age,
         )
 

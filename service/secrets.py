@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from service.aws import aws_client
+from service.errors import SourceAuthError
 
 if TYPE_CHECKING:
     from service.config import AwsConfig
@@ -100,3 +101,24 @@ async def _secrets_manager(arn: str, aws: AwsConfig) -> str:
     if not isinstance(text, str):
         raise SecretError(f"{arn}: the secret has no SecretString (binary secrets: not supported)")
     return text
+
+
+async def read_credentials(kind: str, uri: str, aws: AwsConfig) -> dict[str, Any]:
+    """A source's secret for one SourceAccessConfigurations ``Type``: a secret that cannot
+    be used is the source refusing us (SourceAuthError: EVENT_SOURCE_AUTHN_ERROR); a store
+    that does not answer is an outage (ConnectionError: EVENT_SOURCE_ERROR), retried."""
+    try:
+        return await read_secret(uri, aws)
+    except SecretError as exc:
+        if exc.unavailable:
+            raise ConnectionError(f"{kind}: {exc}") from None
+        raise SourceAuthError(f"{kind}: {exc}") from None
+
+
+def string_fields(kind: str, secret: dict[str, Any], *names: str) -> tuple[str, ...]:
+    """The named string fields of a secret (``"username", "password"``); SourceAuthError
+    naming the missing ones, never a value."""
+    missing = [n for n in names if not isinstance(secret.get(n), str) or not secret[n]]
+    if missing:
+        raise SourceAuthError(f"{kind}: the secret has no {' or '.join(missing)}")
+    return tuple(secret[n] for n in names)

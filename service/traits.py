@@ -6,6 +6,9 @@ MaximumRecordAgeInSeconds) and how a ReportBatchItemFailures response names them
 - Kinesis: ``kinesis.approximateArrivalTimestamp``; ``itemIdentifier`` is the sequence number.
 - DynamoDB Streams: ``dynamodb.ApproximateCreationDateTime``; the ``SequenceNumber``.
 - SQS: no record age (the queue's retention applies); ``itemIdentifier`` is the ``messageId``.
+- DocumentDB: ``event.clusterTime`` (``{"$timestamp": {"t": seconds, "i": n}}``); Lambda takes
+  no ReportBatchItemFailures for DocumentDB, so the resume token ``event._id._data`` only
+  names a record in logs.
 
 One parser for every source (:meth:`RecordTraits.failed_indexes`), AWS's rules: no response,
 no ``batchItemFailures``, ``null`` or an empty list is complete success; an identifier that is
@@ -84,3 +87,17 @@ DYNAMODB = RecordTraits(
     created_at=lambda r: float(r["dynamodb"]["ApproximateCreationDateTime"]),
 )
 SQS = RecordTraits(item_id=lambda r: r["messageId"], parse_id=_string_id, has_age=False)
+
+
+def _cluster_seconds(record: dict[str, Any]) -> float:
+    stamp = record["event"].get("clusterTime")
+    if isinstance(stamp, dict) and isinstance(stamp.get("$timestamp"), dict):
+        return float(stamp["$timestamp"].get("t", 0))
+    return float("inf")  # no clusterTime (not a change event): never too old
+
+
+DOCUMENTDB = RecordTraits(
+    item_id=lambda r: str(r["event"]["_id"].get("_data", r["event"]["_id"])),
+    parse_id=_string_id,
+    created_at=_cluster_seconds,
+)

@@ -56,3 +56,9 @@ def prometheus_endpoint() -> str:
     """Prometheus (Debian's package, unpacked into .cache/), scraping the file_sd targets in
     its state folder every second."""
     return servers.prometheus_endpoint()
+
+
+@pytest.fixture(scope="session")
+def mongo_endpoint() -> str:
+    """mongo-java-server (the DocumentDB stand-in, service/devtools/EsmdMongoServer.java)."""
+    return servers.mongo_endpoint()

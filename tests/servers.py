@@ -3,6 +3,7 @@
 from service.devtools.servers import ensure_elasticmq as elasticmq_endpoint
 from service.devtools.servers import ensure_kafka as kafka_bootstrap
 from service.devtools.servers import ensure_kafka_auth as kafka_auth_internal
+from service.devtools.servers import ensure_mongo as mongo_endpoint
 from service.devtools.servers import ensure_moto as moto_endpoint
 from service.devtools.servers import ensure_prometheus as prometheus_endpoint
 
@@ -10,6 +11,7 @@ __all__ = [
     "elasticmq_endpoint",
     "kafka_auth_internal",
     "kafka_bootstrap",
+    "mongo_endpoint",
     "moto_endpoint",
     "prometheus_endpoint",
 ]

@@ -1,7 +1,8 @@
 """Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
-moto_server and Prometheus. Dev tooling: the daemon never imports it.
+moto_server, mongo-java-server (the DocumentDB stand-in) and Prometheus. Dev tooling: the
+daemon never imports it.
 
-    python3 scripts/services.py up [kafka|moto|elasticmq|prometheus ...]   # start, wait ready
+    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|prometheus ...]   # start, wait
     python3 scripts/services.py down [...]            # stop what this started
     python3 scripts/services.py status
 
@@ -13,11 +14,15 @@ listener but an internal plaintext one (see AUTH_LISTENERS): SASL_PLAINTEXT and 
 with PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER (the broker's unsecured validator),
 and SSL that requires a client certificate; its certificates are made by keytool at first
 start (a CA, and the broker's key signed by it), its SCRAM users at format time.
-moto_server comes from the venv (PyPI moto[server]). Prometheus is Debian's package
-`prometheus`, fetched with `apt-get download` and unpacked (`dpkg -x`) into the cache folder,
-so it needs no install as root; it scrapes every 1 s the targets listed in JSON files in its
-state folder's ``targets/`` (file_sd: a test adds its daemon there). Servers run detached, so
-they outlive the shell or pytest session that started them.
+moto_server comes from the venv (PyPI moto[server]). mongo-java-server (memory backend, its
+oplog on for change streams) comes from Maven Central too, started by the small main
+EsmdMongoServer.java beside this file (compiled with javac into the cache folder), which adds
+SCRAM-SHA-1 authentication for the user ``esmd`` (password $ESMD_MONGO_PASSWORD, default
+``esmd-secret``); it listens on 127.0.0.1:27017 and is ready when it answers ``ping``.
+Prometheus is Debian's package `prometheus`, fetched with `apt-get download` and unpacked
+(`dpkg -x`) into the cache folder, so it needs no install as root; it scrapes every 1 s the
+targets listed in JSON files in its state folder's ``targets/`` (file_sd: a test adds its
+daemon there). Servers run detached, so they outlive the shell or pytest session that started them.
 
 Where things live: in a checkout, `.cache/` (jars) and `.services/` (pid files, logs, data)
 at the repository root; when installed, under ~/.cache/esmd. $ESMD_HOME and $ESMD_CACHE
@@ -28,6 +33,7 @@ override. Stdlib only, so it runs before the venv exists; `esmd demo` (when give
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import shutil
 import signal
@@ -408,6 +414,77 @@ def moto_ready() -> bool:
         return False
 
 
+# --- mongo-java-server (the DocumentDB stand-in) ----------------------------------------------
+
+MONGO_USER = "esmd"
+MONGO_PASSWORD = os.environ.get("ESMD_MONGO_PASSWORD", "esmd-secret")
+
+
+def mongo_classes() -> Path:
+    """EsmdMongoServer.java compiled against the resolved jars, once per source version."""
+    libs = maven_libs("mongo")
+    source = HERE / "EsmdMongoServer.java"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    classes = libs.parent / f"classes-{digest}"
+    if not (classes / "EsmdMongoServer.class").exists():
+        tmp = classes.with_name(classes.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(
+            ["javac", "-nowarn", "-cp", f"{libs}/*", "-d", str(tmp), str(source)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        tmp.rename(classes)
+    return classes
+
+
+def mongo_command(state: Path) -> list[str]:
+    classes = mongo_classes()
+    libs = maven_libs("mongo")
+    return [
+        "java",
+        "-Xms256m",
+        "-Xmx2g",  # memory only, and the oplog is never trimmed
+        "-cp",
+        f"{classes}:{libs}/*",
+        "EsmdMongoServer",
+        HOST,
+        str(MONGO_PORT),
+        f"{MONGO_USER}:{MONGO_PASSWORD}",
+    ]
+
+
+def mongo_ready() -> bool:
+    """An OP_MSG ``ping`` on admin answered with ok: 1."""
+    doc = _bson({"ping": 1, "$db": "admin"})
+    # OP_MSG: length, requestID, responseTo, opCode 2013; flagBits; section kind 0; the body
+    request = struct.pack("<iiiiI", 16 + 5 + len(doc), 7, 0, 2013, 0) + b"\x00" + doc
+    try:
+        with socket.create_connection((HOST, MONGO_PORT), timeout=2) as sock:
+            sock.sendall(request)
+            size = struct.unpack("<i", _recv(sock, 4))[0]
+            reply = _recv(sock, size - 4)
+    except OSError:
+        return False
+    return (b"\x01ok\x00" + struct.pack("<d", 1.0)) in reply or (
+        b"\x10ok\x00" + struct.pack("<i", 1)
+    ) in reply
+
+
+def _bson(doc: dict[str, object]) -> bytes:
+    """A flat BSON document of int32 and string values (enough for ``ping``)."""
+    out = b""
+    for key, value in doc.items():
+        name = key.encode() + b"\x00"
+        if isinstance(value, int):
+            out += b"\x10" + name + struct.pack("<i", value)
+        else:
+            data = str(value).encode() + b"\x00"
+            out += b"\x02" + name + struct.pack("<i", len(data)) + data
+    return struct.pack("<i", len(out) + 5) + out + b"\x00"
+
+
 # --- Prometheus -----------------------------------------------------------------------------
 
 #: scrape every second: a test sees a change within a second or two; file_sd picks up target
@@ -513,6 +590,7 @@ KAFKA_AUTH_PORT = int(os.environ.get("ESMD_KAFKA_AUTH_PORT", "9192"))
 MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
 ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
 PROMETHEUS_PORT = int(os.environ.get("ESMD_PROMETHEUS_PORT", "9090"))
+MONGO_PORT = int(os.environ.get("ESMD_MONGO_PORT", "27017"))
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
@@ -532,6 +610,9 @@ SERVERS = {
         elasticmq_command,
         elasticmq_ready,
         120,
+    ),
+    "mongo": Server(
+        "mongo", MONGO_PORT, f"mongodb://{HOST}:{MONGO_PORT}", mongo_command, mongo_ready, 120
     ),
     "prometheus": Server(
         "prometheus",
@@ -629,6 +710,10 @@ def ensure_moto() -> str:
 
 def ensure_elasticmq() -> str:
     return ensure("elasticmq")
+
+
+def ensure_mongo() -> str:
+    return ensure("mongo")
 
 
 def ensure_prometheus() -> str:

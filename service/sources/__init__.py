@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from service.sources.kinds import SourceKind
-from service.traits import DYNAMODB, KAFKA, KINESIS, SQS, RecordTraits
+from service.traits import DOCUMENTDB, DYNAMODB, KAFKA, KINESIS, SQS, RecordTraits
 
 if TYPE_CHECKING:
     from service.config import MappingConfig
@@ -62,8 +62,10 @@ class SourceEntry:
     #: OnFailure destination kinds it may send to (see service.arns.destination_kind)
     destinations: frozenset[str] = frozenset()
     rules: Rules = _no_rules  # the kind's own rules
-    #: takes SourceAccessConfigurations credentials (its rules check them); other kinds
-    #: refuse every Type but the VPC ones
+    #: SourceAccessConfigurations types it can authenticate with (a secret URI each), checked
+    #: by the config; a kind whose rules check them all themselves (Kafka) says
+    #: ``authenticates`` instead. Other types are refused, but the VPC ones.
+    access: frozenset[str] = frozenset()
     authenticates: bool = False
     # --- delivery ---------------------------------------------------------------------------
     #: failed records go back to the source (SQS visibility, MQ redelivery) instead of
@@ -108,6 +110,30 @@ def _sqs_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
             "DestinationConfig.OnFailure.Destination",
             (f"SQS mappings have no OnFailure destination: {why}"),
         )
+
+
+def _documentdb_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    """AWS's DocumentDB mappings: a cluster ARN, a database; no filtering, and the batch is
+    retried until it succeeds (no retry limit, record age, bisection, partial batch
+    responses or OnFailure destination: the API reference lists those for other sources)."""
+    arn = m.EventSourceArn or ""
+    if not arn.split(":", 5)[-1].startswith("cluster:"):
+        yield "EventSourceArn", "not a DocumentDB cluster: arn:aws:rds:<region>:<acct>:cluster:<id>"
+    if m.DocumentDBEventSourceConfig is None:
+        yield "DocumentDBEventSourceConfig", "required for DocumentDB (DatabaseName at least)"
+    if m.FilterCriteria is not None:
+        yield "FilterCriteria", "Lambda does not filter DocumentDB events; nor does esmd"
+    retried = "DocumentDB batches are retried until they succeed (AWS)"
+    if m.MaximumRetryAttempts != -1:
+        yield "MaximumRetryAttempts", f"not for DocumentDB: {retried}"
+    if m.MaximumRecordAgeInSeconds != -1:
+        yield "MaximumRecordAgeInSeconds", f"not for DocumentDB: {retried}"
+    if m.BisectBatchOnFunctionError:
+        yield "BisectBatchOnFunctionError", f"not for DocumentDB: {retried}"
+    if m.FunctionResponseTypes:
+        yield "FunctionResponseTypes", "DocumentDB mappings take no partial batch responses"
+    if m.on_failure_destination is not None:
+        yield "DestinationConfig.OnFailure.Destination", f"DocumentDB has none: {retried}"
 
 
 _KAFKA_PROPERTIES = frozenset(
@@ -163,6 +189,18 @@ SOURCES: dict[SourceKind, SourceEntry] = {
         properties=_STREAM_PROPERTIES,
         destinations=frozenset({"sqs", "sns", "s3"}),
         iterator_age=True,
+    ),
+    SourceKind.DOCUMENTDB: SourceEntry(
+        "DocumentDB",
+        "service.sources.documentdb:DocumentDBPoller",
+        DOCUMENTDB,
+        window_seconds=0.5,
+        starting_positions=("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),
+        properties=frozenset({"DocumentDBEventSourceConfig"}),
+        rules=_documentdb_rules,
+        access=frozenset({"BASIC_AUTH"}),
+        oversize="skip",  # AWS drops it and counts OversizedRecordCount
+        # IteratorAge: the poller sets it as batches settle (the event has no "Records")
     ),
 }
 #: kinds AWS has and esmd does not yet: refused by validation, with this name

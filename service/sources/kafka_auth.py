@@ -37,7 +37,7 @@ from aiokafka.errors import (
 
 from service.aws import aws_client
 from service.errors import SourceAuthError
-from service.secrets import SecretError, read_secret
+from service.secrets import read_credentials, string_fields
 from service.sources.kafka_access import AUTHENTICATION, NOT_SECRETS, OAUTH_OPTIONS, ROOT_CA
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ async def kafka_connection(cfg: MappingConfig, aws: AwsConfig) -> tuple[list[str
     username = password = None
     provider: AbstractTokenProvider | None = None
     if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
-        username, password = _keys(auth_type, secrets[auth_type], "username", "password")
+        username, password = string_fields(auth_type, secrets[auth_type], "username", "password")
     elif auth_type == "OAUTHBEARER_AUTH":
         options = {
             OAUTH_OPTIONS[a.Type]: a.URI or ""
@@ -119,21 +119,9 @@ async def _read_secrets(cfg: MappingConfig, aws: AwsConfig) -> dict[str, dict[st
     wanted = [a for a in cfg.SourceAccessConfigurations if a.Type not in NOT_SECRETS and a.URI]
 
     async def one(kind: str, uri: str) -> tuple[str, dict[str, Any]]:
-        try:
-            return kind, await read_secret(uri, aws)
-        except SecretError as exc:
-            if exc.unavailable:  # an outage of the store: EVENT_SOURCE_ERROR, retried
-                raise ConnectionError(f"{kind}: {exc}") from None
-            raise SourceAuthError(f"{kind}: {exc}") from None
+        return kind, await read_credentials(kind, uri, aws)
 
     return dict(await asyncio.gather(*(one(a.Type, a.URI or "") for a in wanted)))
-
-
-def _keys(kind: str, secret: dict[str, Any], *names: str) -> tuple[str, ...]:
-    missing = [n for n in names if not isinstance(secret.get(n), str) or not secret[n]]
-    if missing:
-        raise SourceAuthError(f"{kind}: the secret has no {' or '.join(missing)}")
-    return tuple(secret[n] for n in names)
 
 
 def _region(cfg: MappingConfig, aws: AwsConfig) -> str:
@@ -149,14 +137,14 @@ async def _tls_context(auth_type: str, secrets: dict[str, dict[str, Any]]) -> ss
     CLIENT_CERTIFICATE_TLS_AUTH (its chain, key and the key's password)."""
     cadata = None
     if ROOT_CA in secrets:
-        (cadata,) = _keys(ROOT_CA, secrets[ROOT_CA], "certificate")
+        (cadata,) = string_fields(ROOT_CA, secrets[ROOT_CA], "certificate")
     try:
         context = ssl.create_default_context(cadata=cadata)
     except ssl.SSLError as exc:
         raise SourceAuthError(f"{ROOT_CA}: the certificate cannot be read ({exc.reason})") from None
     if auth_type == "CLIENT_CERTIFICATE_TLS_AUTH":
         secret = secrets[auth_type]
-        chain, key = _keys(auth_type, secret, "certificate", "privateKey")
+        chain, key = string_fields(auth_type, secret, "certificate", "privateKey")
         password = secret.get("privateKeyPassword") or None
         await asyncio.to_thread(_load_client_certificate, context, chain, key, password)
     return context
@@ -219,7 +207,9 @@ class OAuthClientCredentials(_CachedToken):
         if self._static is None:
             if not secret.get("tokenEndpointUrl") and secret.get("tokenEndpoint"):
                 secret = {**secret, "tokenEndpointUrl": secret["tokenEndpoint"]}
-            keys = _keys("OAUTHBEARER_AUTH", secret, "clientId", "clientSecret", "tokenEndpointUrl")
+            keys = string_fields(
+                "OAUTHBEARER_AUTH", secret, "clientId", "clientSecret", "tokenEndpointUrl"
+            )
             self._client_id, self._client_secret, self._endpoint = keys
         self._scope = options.get("scope")
         self._audience = options.get("audience")

@@ -16,6 +16,7 @@ class SourceKind(enum.StrEnum):
     KINESIS = "kinesis"
     DYNAMODB = "dynamodb"
     MQ = "mq"
+    DOCUMENTDB = "documentdb"  # Amazon DocumentDB change streams
 
     @property
     def is_kafka(self) -> bool:
@@ -33,4 +34,5 @@ ARN_SERVICES = {
     "kinesis": SourceKind.KINESIS,
     "dynamodb": SourceKind.DYNAMODB,
     "mq": SourceKind.MQ,
+    "rds": SourceKind.DOCUMENTDB,  # arn:aws:rds:<region>:<account>:cluster:<name>
 }

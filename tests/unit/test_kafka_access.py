@@ -97,7 +97,7 @@ def test_refused_types_and_rules_name_the_mapping_and_field(tmp_path: Path) -> N
     assert found.startswith("mapping 'k': KafkaTls: ")
     sqs = {"Name": "q", "FunctionName": "f", "EventSourceArn": "arn:aws:sqs:us-east-1:1:q"}
     (found,) = problems({**sqs, "SourceAccessConfigurations": [{"Type": "BASIC_AUTH", "URI": ARN}]})
-    assert "esmd cannot authenticate to this source" in found
+    assert "esmd cannot authenticate SQS sources" in found
 
 
 async def test_secrets_from_env_and_file_never_quote_the_value(

@@ -1,0 +1,146 @@
+"""DocumentDB throughput: esmd against a plain change-stream reader, on mongo-java-server.
+
+Both read the same collection's change stream (N inserts of 1 KB documents) from before the
+first insert to the last change: the plain reader is pymongo's AsyncMongoClient calling
+``try_next`` until it has every change; esmd opens the same stream (StartingPosition
+AT_TIMESTAMP), renders each change as Lambda's DocumentDB record, invokes an in-process handler
+with batches of ``--batch`` and checkpoints resume tokens in sqlite. Prints change events/s for
+each and their ratio (esmd / plain). The server (service/devtools/EsmdMongoServer.java) is
+started when it is not running.
+
+    python benchmarks/documentdb_throughput.py --events 20000 --batch 1000 --rounds 5
+
+Each round reads a new collection, both readers in turn (alternating which goes first); the
+medians are printed. mongo-java-server answers a getMore with everything after its position
+in one message (capped at 48 MB by the driver): keep --events at 30,000 or less. Its oplog is
+never trimmed (memory only): restart it (scripts/services.py down mongo) between long series.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bson.timestamp import Timestamp
+from pymongo import AsyncMongoClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from service.cli import run_async
+from service.config import parse_config
+from service.daemon import Daemon
+from service.devtools.servers import ensure_mongo
+from service.logs import configure_logging
+
+ARN = "arn:aws:rds:us-east-1:000000000000:cluster:bench"
+HANDLER = "benchmarks.documentdb_throughput:count_handler"
+delivered = 0
+
+
+async def count_handler(event: dict[str, Any], context: Any) -> None:
+    global delivered
+    delivered += len(event["events"])
+
+
+async def fill(uri: str, db: str, events: int) -> int:
+    """Insert the documents; returns a second before the first insert."""
+    since = int(time.time()) - 1
+    async with AsyncMongoClient(uri) as client:
+        orders = client[db]["orders"]
+        for i in range(0, events, 1000):
+            await orders.insert_many(
+                [{"n": n, "pad": "x" * 1000} for n in range(i, min(events, i + 1000))]
+            )
+    return since
+
+
+async def plain(uri: str, db: str, since: int, events: int) -> float:
+    async with AsyncMongoClient(uri) as client:
+        started = time.perf_counter()
+        stream = await client[db]["orders"].watch(
+            start_at_operation_time=Timestamp(since, 0), max_await_time_ms=500
+        )
+        got = 0
+        async with stream:
+            while got < events:
+                if await stream.try_next() is not None:
+                    got += 1
+        return time.perf_counter() - started
+
+
+async def esmd(uri: str, db: str, since: int, events: int, batch: int) -> float:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(
+            {
+                "server": {"listen": "127.0.0.1:0"},
+                "checkpoints": {"path": f"{tmp}/state.db"},
+                "documentdb": {"endpoints": {ARN: uri}},
+                "functions": {"bench": {"python": HANDLER}},
+                "mappings": [
+                    {
+                        "Name": "bench",
+                        "EventSourceArn": ARN,
+                        "FunctionName": "bench",
+                        "StartingPosition": "AT_TIMESTAMP",
+                        "StartingPositionTimestamp": since,
+                        "BatchSize": batch,
+                        "DocumentDBEventSourceConfig": {
+                            "DatabaseName": db,
+                            "CollectionName": "orders",
+                        },
+                    }
+                ],
+            }
+        )
+        daemon = Daemon(config)
+        # the handler runs in the module as imported by name, not in __main__
+        from benchmarks import documentdb_throughput as handlers
+
+        handlers.delivered = 0
+        started = time.perf_counter()
+        task = asyncio.create_task(daemon.run(handle_signals=False))
+        while handlers.delivered < events:
+            await asyncio.sleep(0.005)
+        elapsed = time.perf_counter() - started
+        daemon.request_stop()
+        await task
+        return elapsed
+
+
+async def main(args: argparse.Namespace) -> None:
+    uri = ensure_mongo()
+    raws, ours = [], []
+    for round_ in range(args.rounds):
+        db = f"bench{uuid.uuid4().hex[:8]}"
+        since = await fill(uri, db, args.events)
+        # alternate which reads first: the server (a JVM) warms up, and its oplog grows
+        if round_ % 2:
+            ours.append(await esmd(uri, db, since, args.events, args.batch))
+            raws.append(await plain(uri, db, since, args.events))
+        else:
+            raws.append(await plain(uri, db, since, args.events))
+            ours.append(await esmd(uri, db, since, args.events, args.batch))
+        async with AsyncMongoClient(uri) as client:
+            await client.drop_database(db)  # the oplog stays: the server never trims it
+    raw, our = statistics.median(raws), statistics.median(ours)
+    print(f"change events: {args.events} inserts of 1 KB documents (mongo-java-server)")
+    print(f"rounds: {args.rounds}, medians; esmd: BatchSize {args.batch}, python target")
+    print(f"plain change-stream reader: {args.events / raw:10,.0f} events/s")
+    print(f"esmd end to end:            {args.events / our:10,.0f} events/s")
+    print(f"ratio esmd/plain: {raw / our:.2f}x")
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser()
+    p.add_argument("--events", type=int, default=20_000)
+    p.add_argument("--batch", type=int, default=1000)
+    p.add_argument("--rounds", type=int, default=5)
+    configure_logging("WARNING", False)
+    run_async(main(p.parse_args()))
