@@ -45,6 +45,7 @@ from service.sources.kafka_auth import PLAINTEXT, KafkaAuth, kafka_connection, p
 from service.sources.kinds import SourceKind
 
 if TYPE_CHECKING:
+    from service.config import MappingConfig
     from service.filters import FilterCriteria
 
 _TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
@@ -56,6 +57,43 @@ _b64 = binascii.b2a_base64
 def _signed(data: bytes) -> list[int]:
     """Header values as AWS sends them: Java's signed bytes."""
     return [b - 256 if b > 127 else b for b in data]
+
+
+def lambda_record(raw: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], int]:
+    """An aiokafka record as Lambda delivers it (key, value base64; headers as signed
+    bytes), with its size in the event's JSON."""
+    record: dict[str, Any] = {
+        "topic": raw.topic,
+        "partition": raw.partition,
+        "offset": raw.offset,
+        "timestamp": raw.timestamp,
+        "timestampType": _TIMESTAMP_TYPES[raw.timestamp_type],
+    }
+    size = _RECORD_OVERHEAD + len(raw.topic)
+    if raw.key is not None:
+        record["key"] = key = _b64(raw.key, newline=False).decode()
+        size += len(key)
+    if raw.value is not None:
+        record["value"] = value = _b64(raw.value, newline=False).decode()
+        size += len(value)
+    headers = []
+    for name, data in raw.headers:
+        headers.append({name: _signed(data)})
+        size += len(name) + 8 + 5 * len(data)
+    record["headers"] = headers
+    return record, size
+
+
+def kafka_envelope(cfg: MappingConfig, servers: list[str]) -> dict[str, Any]:
+    """The fields of a Kafka event besides ``records``: MSK names its cluster ARN."""
+    joined = ",".join(servers)
+    if cfg.source_kind is SourceKind.MSK:
+        return {
+            "eventSource": "aws:kafka",
+            "eventSourceArn": cfg.EventSourceArn,
+            "bootstrapServers": joined,
+        }
+    return {"eventSource": "SelfManagedKafka", "bootstrapServers": joined}
 
 
 class KafkaCodec:
@@ -73,7 +111,7 @@ class KafkaCodec:
         self, raws: Sequence[ConsumerRecord[bytes, bytes]], filters: FilterCriteria | None
     ) -> tuple[list[Kept], list[Any], int]:
         kept: list[Kept] = []
-        to_record = self._record
+        to_record = lambda_record
         if filters is None:
             kept = [(*to_record(raw), raw.offset) for raw in raws]
             return kept, [], raws[-1].offset + 1
@@ -90,28 +128,6 @@ class KafkaCodec:
             else:
                 filtered.append(raw)
         return kept, filtered, raws[-1].offset + 1
-
-    def _record(self, raw: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], int]:
-        record: dict[str, Any] = {
-            "topic": raw.topic,
-            "partition": raw.partition,
-            "offset": raw.offset,
-            "timestamp": raw.timestamp,
-            "timestampType": _TIMESTAMP_TYPES[raw.timestamp_type],
-        }
-        size = _RECORD_OVERHEAD + len(raw.topic)
-        if raw.key is not None:
-            record["key"] = key = _b64(raw.key, newline=False).decode()
-            size += len(key)
-        if raw.value is not None:
-            record["value"] = value = _b64(raw.value, newline=False).decode()
-            size += len(value)
-        headers = []
-        for name, data in raw.headers:
-            headers.append({name: _signed(data)})
-            size += len(name) + 8 + 5 * len(data)
-        record["headers"] = headers
-        return record, size
 
     def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {**self._envelope, "records": {self._key: records}}
@@ -427,15 +443,7 @@ class KafkaPoller:
                 await self._consumer.seek_to_end(tp)
 
     def _envelope(self) -> dict[str, Any]:
-        cfg = self._mapping.config
-        servers = ",".join(self._bootstrap or [])
-        if cfg.source_kind is SourceKind.MSK:
-            return {
-                "eventSource": "aws:kafka",
-                "eventSourceArn": cfg.EventSourceArn,
-                "bootstrapServers": servers,
-            }
-        return {"eventSource": "SelfManagedKafka", "bootstrapServers": servers}
+        return kafka_envelope(self._mapping.config, self._bootstrap or [])
 
     # --- checkpoints ----------------------------------------------------------------------
 
