@@ -1,4 +1,5 @@
-"""The ``esmd`` command: run, validate, schema, demo."""
+"""The ``esmd`` command: run, validate, schema, demo; the operator tools test-filter,
+redrive and status (service/ops/)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from service.config import ConfigError, EsmdConfig, json_schema, load_config
+from service.config import ConfigError, EsmdConfig, MappingConfig, json_schema, load_config
 
 DEFAULT_CONFIG = os.environ.get("ESMD_CONFIG", "/etc/esmd/esmd.yaml")
 
@@ -100,6 +101,43 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return int(run_async(run_demo(args.bootstrap, args.seconds, args.listen)))
 
 
+def _mapping(config: EsmdConfig, name: str) -> MappingConfig | None:
+    for m in config.mappings:
+        if m.Name == name:
+            return m
+    names = ", ".join(m.Name for m in config.mappings)
+    print(f"no mapping {name!r} in the config (it has: {names})", file=sys.stderr)
+    return None
+
+
+def cmd_test_filter(args: argparse.Namespace) -> int:
+    from service.ops.filtering import FilterCheck, read_lines, render, render_json
+    from service.ops.samples import SampleError, samples_for
+
+    config = _load(args.config)
+    cfg = _mapping(config, args.mapping) if config is not None else None
+    if config is None or cfg is None:
+        return 2
+    try:
+        samples = samples_for(cfg, config, args.base64)
+        check = FilterCheck(cfg, samples)
+        if args.from_source is not None:
+            raws = run_async(samples.read_source(args.from_source))
+            verdicts = [check.verdict("source", raw) for raw in raws]
+        else:
+            stream = sys.stdin if args.events == "-" else open(args.events)  # noqa: SIM115
+            with stream:
+                verdicts = [check.verdict(w, raw) for w, raw in read_lines(stream, samples)]
+    except (SampleError, OSError) as exc:
+        print(f"esmd test-filter: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        render_json(verdicts)
+    else:
+        render(verdicts, check.patterns)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esmd", description="Event source mapping daemon")
     sub = p.add_subparsers(dest="command", required=True)
@@ -123,6 +161,20 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument("--listen", default="127.0.0.1:9464")
     demo.add_argument("--log-json", action=argparse.BooleanOptionalAction, default=None)
     demo.set_defaults(func=cmd_demo)
+
+    tf = sub.add_parser(
+        "test-filter",
+        help="show which sample records a mapping's FilterCriteria keeps, and by which filter",
+    )
+    tf.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    tf.add_argument("--mapping", required=True)
+    tf.add_argument("events", nargs="?", default="-", help="JSON lines, one raw record each")
+    tf.add_argument(
+        "--from-source", type=int, metavar="N", help="the last N records of the real source"
+    )
+    tf.add_argument("--base64", action="store_true", help="string payloads are base64")
+    tf.add_argument("--json", action="store_true", help="one JSON verdict a line")
+    tf.set_defaults(func=cmd_test_filter)
     return p
 
 
