@@ -138,6 +138,37 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from service.ops.redrive import Redrive, stderr_progress
+
+    config = _load(args.config)
+    cfg = _mapping(config, args.mapping) if config is not None else None
+    if config is None or cfg is None:
+        return 2
+    redrive = Redrive(
+        cfg,
+        config,
+        args.source,
+        dry_run=args.dry_run,
+        limit=args.limit,
+        retries=args.retries,
+        out=sys.stdout,
+        progress=stderr_progress,
+    )
+    try:
+        summary = run_async(redrive.run())
+    except ValueError as exc:
+        print(f"esmd redrive: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nesmd redrive: interrupted; what was not removed stays to rerun", file=sys.stderr)
+        return 130
+    if sys.stderr.isatty():
+        sys.stderr.write("\n")
+    print(summary.line(args.dry_run))
+    return 0 if summary.failed == summary.unreadable == 0 else 1
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esmd", description="Event source mapping daemon")
     sub = p.add_subparsers(dest="command", required=True)
@@ -175,6 +206,26 @@ def parser() -> argparse.ArgumentParser:
     tf.add_argument("--base64", action="store_true", help="string payloads are base64")
     tf.add_argument("--json", action="store_true", help="one JSON verdict a line")
     tf.set_defaults(func=cmd_test_filter)
+
+    rd = sub.add_parser(
+        "redrive",
+        help="invoke a mapping's target again with the records its OnFailure destination holds",
+    )
+    rd.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    rd.add_argument("--mapping", required=True)
+    rd.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="DESTINATION",
+        help="an SQS queue or S3 bucket ARN, or kafka://<topic>",
+    )
+    rd.add_argument("--dry-run", action="store_true", help="say what would be redriven; no invoke")
+    rd.add_argument("--limit", type=int, help="at most this many invocation records")
+    rd.add_argument(
+        "--retries", type=int, default=0, help="retries of a batch that fails again (default 0)"
+    )
+    rd.set_defaults(func=cmd_redrive)
     return p
 
 

@@ -139,7 +139,7 @@ class KafkaSamples:
         )
         await consumer.start()
         try:
-            partitions = await _partitions(servers, auth.client_kwargs(), self._topic)
+            partitions = await topic_partitions(servers, auth.client_kwargs(), self._topic)
             tps = [TopicPartition(self._topic, p) for p in sorted(partitions)]
             consumer.assign(tps)
             ends = await consumer.end_offsets(tps)
@@ -160,7 +160,7 @@ class KafkaSamples:
         return out[-count:]
 
 
-async def _partitions(servers: list[str], client: dict[str, Any], topic: str) -> list[int]:
+async def topic_partitions(servers: list[str], client: dict[str, Any], topic: str) -> list[int]:
     from aiokafka.admin import AIOKafkaAdminClient
 
     admin = AIOKafkaAdminClient(bootstrap_servers=servers, **client)

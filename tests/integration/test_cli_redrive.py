@@ -1,0 +1,155 @@
+"""``esmd redrive``: a poison batch lands in the OnFailure destination; once the target is
+fixed, redrive delivers it and empties the destination (SQS, S3, Kafka topic)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiobotocore.session import get_session
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from service.config import MappingConfig
+from tests.integration.kafka_helpers import (
+    create_topic,
+    kafka_mapping,
+    offsets,
+    produce_json,
+    running_daemon,
+    wait_for,
+)
+from tests.integration.ops_helpers import esmd, write_config
+
+pytestmark = pytest.mark.integration
+
+N = 10
+POISON = {3, 7}
+Remaining = Callable[[], Awaitable[int]]
+
+
+def client(service: str, endpoint: str):  # type: ignore[no-untyped-def]
+    return get_session().create_client(service, region_name="us-east-1", endpoint_url=endpoint)
+
+
+async def sqs_queue(endpoint: str, name: str, uuid: str) -> tuple[str, Remaining]:
+    async with client("sqs", endpoint) as sqs:
+        url = (await sqs.create_queue(QueueName=name))["QueueUrl"]
+
+    async def remaining() -> int:
+        async with client("sqs", endpoint) as sqs:
+            attrs = await sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])
+        a = attrs["Attributes"]
+        return int(a["ApproximateNumberOfMessages"]) + int(
+            a["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    return f"arn:aws:sqs:us-east-1:000000000000:{name}", remaining
+
+
+async def s3_bucket(endpoint: str, name: str, uuid: str) -> tuple[str, Remaining]:
+    async with client("s3", endpoint) as s3:
+        await s3.create_bucket(Bucket=name)
+
+    async def remaining() -> int:
+        async with client("s3", endpoint) as s3:
+            listed = await s3.list_objects_v2(Bucket=name, Prefix=f"aws/lambda/{uuid}/")
+        return len(listed.get("Contents", []))
+
+    return f"arn:aws:s3:::{name}", remaining
+
+
+def kafka_topic(bootstrap: str) -> Callable[[str, str, str], Awaitable[tuple[str, Remaining]]]:
+    async def make(endpoint: str, name: str, uuid: str) -> tuple[str, Remaining]:
+        await create_topic(bootstrap, name, 1)
+
+        async def remaining() -> int:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=bootstrap,
+                group_id=f"esmd-redrive-{uuid}",
+                enable_auto_commit=False,
+            )
+            await consumer.start()
+            try:
+                tp = TopicPartition(name, 0)
+                end = (await consumer.end_offsets([tp]))[tp]
+                return int(end - ((await consumer.committed(tp)) or 0))
+            finally:
+                await consumer.stop()
+
+        return f"kafka://{name}", remaining
+
+    return make
+
+
+def delivered(out: Path) -> list[int]:
+    if not out.exists():
+        return []
+    return [json.loads(line)["seq"] for line in out.read_text().splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["sqs", "s3", "kafka"])
+async def test_redrive_a_poison_batch_after_the_target_is_fixed(
+    kind: str,
+    kafka_bootstrap: str,
+    moto_endpoint: str,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flag, out = tmp_path / "bug", tmp_path / "delivered.jsonl"
+    flag.touch()
+    monkeypatch.setenv("ESMD_TEST_FLAG", str(flag))
+    monkeypatch.setenv("ESMD_TEST_OUT", str(out))
+    topic, group, name = f"rd-{kind}-{unique}", f"g-rd-{unique}", f"esmd-rd-{kind}-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    await produce_json(
+        kafka_bootstrap, topic, [(0, {"seq": i, "poison": i in POISON}) for i in range(N)]
+    )
+    mapping = kafka_mapping(name, kafka_bootstrap, topic, group, FunctionName="fn", BatchSize=4)
+    uuid = MappingConfig.model_validate(mapping).uuid
+    make = {"sqs": sqs_queue, "s3": s3_bucket, "kafka": kafka_topic(kafka_bootstrap)}[kind]
+    destination, remaining = await make(moto_endpoint, f"{name}-failures", uuid)
+    mapping.update(
+        MaximumBatchingWindowInSeconds=0,
+        MaximumRetryAttempts=1,
+        BisectBatchOnFunctionError=True,
+        DestinationConfig={"OnFailure": {"Destination": destination}},
+    )
+    config = {
+        "aws": {"region": "us-east-1", "endpoint_url": moto_endpoint},
+        "retry": {"initial_backoff_seconds": 0.02, "max_backoff_seconds": 0.1},
+        "functions": {"fn": {"python": "tests.integration.ops_handlers:fails_on_poison"}},
+        "mappings": [mapping],
+    }
+    path = write_config(tmp_path, config)
+    async with running_daemon(config):
+
+        async def settled() -> bool:
+            committed, ends = await offsets(kafka_bootstrap, topic, group, 1)
+            return committed == ends == {0: N} and await remaining() == len(POISON)
+
+        await wait_for(settled, 30, "the poison records in the destination")
+    assert sorted(delivered(out)) == sorted(set(range(N)) - POISON)
+    args = ["redrive", "-c", path, "--mapping", name, "--from", destination]
+
+    code, stdout, stderr = await esmd(*args, "--dry-run")
+    assert code == 0, stderr
+    assert stdout.count("would redrive 1 record(s)") == len(POISON), stdout
+    assert await remaining() == len(POISON)
+
+    code, stdout, stderr = await esmd(*args)  # the bug is still there: nothing removed
+    assert code == 1, stderr
+    assert f"0 redriven (0 records) and removed, {len(POISON)} failed again (kept)" in stdout
+    assert await remaining() == len(POISON)
+
+    flag.unlink()  # the fix
+    code, stdout, stderr = await esmd(*args)
+    assert code == 0, stderr
+    assert f"{len(POISON)} redriven ({len(POISON)} records) and removed" in stdout
+    assert sorted(delivered(out)) == list(range(N))  # the poison ones, once each
+    assert await remaining() == 0
+
+    code, stdout, _ = await esmd(*args)  # a rerun finds nothing left
+    assert code == 0 and "redrive: 0 invocation record(s)" in stdout
