@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Coroutine
@@ -169,6 +170,47 @@ def cmd_redrive(args: argparse.Namespace) -> int:
     return 0 if summary.failed == summary.unreadable == 0 else 1
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    import time
+
+    import aiohttp
+
+    from service.ops.status import render, tables
+
+    config = _load(args.config)
+    if config is None:
+        return 2
+    secret = config.server.auth_token
+    token = args.token or (secret.get_secret_value() if secret is not None else None)
+
+    async def once() -> str:
+        return render(await tables(config, args.url, token, args.interval))
+
+    if args.watch is None:
+        try:
+            print(run_async(once()), end="")
+        except (aiohttp.ClientError, PermissionError, TimeoutError) as exc:
+            print(f"esmd status: {args.url}: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+        return 0
+
+    async def watch() -> None:
+        while True:
+            try:
+                text = await once()
+            except (aiohttp.ClientError, PermissionError, TimeoutError) as exc:
+                text = f"{args.url}: {exc or type(exc).__name__}\n"
+            stamp = time.strftime("%H:%M:%S")
+            head = f"esmd status  {args.url or args.config}  {stamp}  (every {args.watch:g} s)"
+            sys.stdout.write(f"\x1b[H\x1b[2J{head}\n\n{text}")
+            sys.stdout.flush()
+            await asyncio.sleep(args.watch)
+
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends the watch
+        run_async(watch())
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="esmd", description="Event source mapping daemon")
     sub = p.add_subparsers(dest="command", required=True)
@@ -226,6 +268,18 @@ def parser() -> argparse.ArgumentParser:
         "--retries", type=int, default=0, help="retries of a batch that fails again (default 0)"
     )
     rd.set_defaults(func=cmd_redrive)
+
+    st = sub.add_parser("status", help="a table per mapping: state, pollers, lag, rates, errors")
+    st.add_argument("-c", "--config", default=DEFAULT_CONFIG)
+    st.add_argument("--url", help="a running daemon's server.listen, e.g. http://127.0.0.1:9464")
+    st.add_argument("--token", help="bearer token (default: the config's server.auth_token)")
+    st.add_argument(
+        "--interval", type=float, default=1.0, help="seconds between the two /metrics samples"
+    )
+    st.add_argument(
+        "--watch", type=float, nargs="?", const=2.0, metavar="SECONDS", help="redraw like top"
+    )
+    st.set_defaults(func=cmd_status)
     return p
 
 
