@@ -153,3 +153,70 @@ async def test_redrive_a_poison_batch_after_the_target_is_fixed(
 
     code, stdout, _ = await esmd(*args)  # a rerun finds nothing left
     assert code == 0 and "redrive: 0 invocation record(s)" in stdout
+
+
+async def test_redrive_kinesis_batch_info_reads_the_shard_again(
+    moto_endpoint: str, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An invocation record without payload (SQS destination) names a shard and a sequence
+    number range: redrive reads it with AT_SEQUENCE_NUMBER and filters it as the mapping
+    does; test-filter --from-source reads the same stream without a checkpoint."""
+    from tests.integration.stream_helpers import client as stream_client
+    from tests.integration.stream_helpers import make_stream
+
+    name = f"rd-kin-{unique}"
+    output = tmp_path / "out.txt"
+    monkeypatch.setenv("ESMD_TEST_OUTPUT", str(output))
+    async with stream_client("kinesis", moto_endpoint) as kinesis:
+        arn = await make_stream(kinesis, name, 1)
+        put = await kinesis.put_records(
+            StreamName=name,
+            Records=[
+                {"PartitionKey": "k", "Data": json.dumps({"n": i, "skip": i == 4}).encode()}
+                for i in range(8)
+            ],
+        )
+    seqs = [r["SequenceNumber"] for r in put["Records"]]
+    shard = put["Records"][0]["ShardId"]
+    queue, remaining = await sqs_queue(moto_endpoint, f"{name}-failures", "")
+    invocation = {
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 3},
+        "version": "1.0",
+        "KinesisBatchInfo": {
+            "shardId": shard,
+            "startSequenceNumber": seqs[3],
+            "endSequenceNumber": seqs[5],
+            "batchSize": 2,
+            "streamArn": arn,
+        },
+    }
+    async with client("sqs", moto_endpoint) as sqs:
+        url = (await sqs.get_queue_url(QueueName=f"{name}-failures"))["QueueUrl"]
+        await sqs.send_message(QueueUrl=url, MessageBody=json.dumps(invocation))
+    config = {
+        "aws": {"endpoint_url": moto_endpoint, "region": "us-east-1"},
+        "functions": {"fn": {"python": "tests.integration.stream_handlers:append_to_file"}},
+        "mappings": [
+            {
+                "Name": name,
+                "EventSourceArn": arn,
+                "FunctionName": "fn",
+                "StartingPosition": "TRIM_HORIZON",
+                "FilterCriteria": {"Filters": [{"Pattern": '{"data": {"skip": [false]}}'}]},
+                "DestinationConfig": {"OnFailure": {"Destination": queue}},
+            }
+        ],
+    }
+    path = write_config(tmp_path, config)
+    code, stdout, stderr = await esmd(
+        "test-filter", "-c", path, "--mapping", name, "--from-source", "8", "--json"
+    )
+    assert code == 0, stderr
+    kept = [json.loads(line)["kept"] for line in stdout.splitlines()]
+    assert kept == [i != 4 for i in range(8)]
+
+    code, stdout, stderr = await esmd("redrive", "-c", path, "--mapping", name, "--from", queue)
+    assert code == 0, stderr
+    assert "1 redriven (2 records) and removed" in stdout
+    assert output.read_text().split() == ["k", "3", "k", "5"]
+    assert await remaining() == 0
