@@ -140,8 +140,10 @@ def cmd_test_filter(args: argparse.Namespace) -> int:
 
 
 def cmd_redrive(args: argparse.Namespace) -> int:
+    from service.logs import configure_logging
     from service.ops.redrive import Redrive, stderr_progress
 
+    configure_logging(args.log_level, None)  # logs to stderr: stdout is the report
     config = _load(args.config)
     cfg = _mapping(config, args.mapping) if config is not None else None
     if config is None or cfg is None:
@@ -267,6 +269,7 @@ def parser() -> argparse.ArgumentParser:
     rd.add_argument(
         "--retries", type=int, default=0, help="retries of a batch that fails again (default 0)"
     )
+    rd.add_argument("--log-level", default="WARNING")
     rd.set_defaults(func=cmd_redrive)
 
     st = sub.add_parser("status", help="a table per mapping: state, pollers, lag, rates, errors")

@@ -122,7 +122,8 @@ class Redrive:
         for records in groups:
             if records and not await self._deliver(records):
                 summary.failed += 1
-                self._say(f"{failed.id}: failed again, kept: {self._gave_up[-1].error_message}")
+                why = (self._gave_up[-1].error_message or "")[:160]
+                self._say(f"{failed.id}: failed again, kept: {why}")
                 return
         await remove(failed)
         summary.redriven += 1
