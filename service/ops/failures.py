@@ -10,7 +10,9 @@ removing one only when told (after its records were delivered):
 - Kafka topic (``kafka://<topic>``, on the source's cluster): read from the committed offsets
   of the group ``esmd-redrive-<mapping UUID>`` up to the end the topic had at the start;
   ``remove`` commits past a record once every record before it in its partition was removed
-  (a topic's records cannot be deleted: the group's offset is the mark).
+  (a topic's records cannot be deleted: the group's offset is the mark). A record that
+  stays stops its partition for the run: what follows it waits for the next run, which
+  would otherwise deliver it a second time.
 
 SNS destinations cannot be read back (a topic keeps nothing): redrive from the queue or
 whatever subscribes to it.
@@ -46,6 +48,10 @@ class FailureReader(Protocol):
     def read(self) -> AsyncIterator[Failed]: ...
 
     async def remove(self, failed: Failed) -> None: ...
+
+    def keep(self, failed: Failed) -> None:
+        """It stays in the destination (failed again, or unreadable)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -96,6 +102,9 @@ class SqsFailures:
                 self._held[m["MessageId"]] = m["ReceiptHandle"]
                 yield Failed(m["MessageId"], _loads(m["Body"], "a message"), m["ReceiptHandle"])
 
+    def keep(self, failed: Failed) -> None:
+        """Made visible again when the reader closes."""
+
     async def remove(self, failed: Failed) -> None:
         sqs = await self._client()
         await sqs.delete_message(QueueUrl=self._url, ReceiptHandle=failed.handle)
@@ -142,6 +151,9 @@ class S3Failures:
                 data = await body.read()
             yield Failed(key, _loads(data, f"s3://{self._bucket}/{key}"), key)
 
+    def keep(self, failed: Failed) -> None:
+        """The object stays."""
+
     async def remove(self, failed: Failed) -> None:
         await self._s3.delete_object(Bucket=self._bucket, Key=failed.handle)
 
@@ -157,6 +169,9 @@ class KafkaFailures:
         #: per partition: offsets read in order, and those removed
         self._read: dict[int, list[int]] = {}
         self._removed: dict[int, set[int]] = {}
+        #: partitions where a record stays: the group's offset cannot pass it, so what
+        #: follows is left for the next run (redriven now, a rerun would deliver it again)
+        self._stopped: set[int] = set()
 
     async def read(self) -> AsyncIterator[Failed]:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -182,12 +197,16 @@ class KafkaFailures:
             fetched = await consumer.getmany(*pending, timeout_ms=1000)
             for tp, messages in fetched.items():
                 for m in messages:
-                    if m.offset >= ends[tp]:
+                    if m.offset >= ends[tp] or tp.partition in self._stopped:
                         continue
                     self._read.setdefault(tp.partition, []).append(m.offset)
                     where = f"{self._topic}-{tp.partition}@{m.offset}"
                     yield Failed(where, _loads(m.value, where), (tp, m.offset))
             pending = {tp for tp in pending if await consumer.position(tp) < ends[tp]}
+
+    def keep(self, failed: Failed) -> None:
+        tp, _ = failed.handle
+        self._stopped.add(tp.partition)
 
     async def remove(self, failed: Failed) -> None:
         from aiokafka.structs import OffsetAndMetadata

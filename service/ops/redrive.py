@@ -35,7 +35,7 @@ from service.destinations.records import Failure
 from service.invoke import Invoker
 from service.mapping import Mapping
 from service.metrics import Metrics
-from service.ops.failures import Failed, open_failures
+from service.ops.failures import Failed, FailureReader, open_failures
 from service.targets import Target, make_target
 
 Records = list[dict[str, Any]]
@@ -96,7 +96,7 @@ class Redrive:
                     continue
                 seen.add(failed.id)
                 summary.read += 1
-                await self._one(failed, reader.remove, summary)
+                await self._one(failed, reader, summary)
                 self.progress(summary)
                 if self.limit is not None and summary.read >= self.limit:
                     break
@@ -107,11 +107,12 @@ class Redrive:
                 await self._target.close()
         return summary
 
-    async def _one(self, failed: Failed, remove: Any, summary: Summary) -> None:
+    async def _one(self, failed: Failed, reader: FailureReader, summary: Summary) -> None:
         try:
             groups = await self._fetch.records(failed.record)
         except Unreadable as exc:
             summary.unreadable += 1
+            reader.keep(failed)
             self._say(f"{failed.id}: unreadable, kept: {exc}")
             return
         count = sum(len(g) for g in groups)
@@ -121,11 +122,12 @@ class Redrive:
             return
         for records in groups:
             if records and not await self._deliver(records):
+                reader.keep(failed)
                 summary.failed += 1
                 why = (self._gave_up[-1].error_message or "")[:160]
                 self._say(f"{failed.id}: failed again, kept: {why}")
                 return
-        await remove(failed)
+        await reader.remove(failed)
         summary.redriven += 1
         summary.records += count
         self._say(f"{failed.id}: redriven {count} record(s), removed")
@@ -214,6 +216,11 @@ class Originals:
     async def records(self, record: dict[str, Any]) -> list[Records]:
         if "_unreadable" in record:
             raise Unreadable(record["_unreadable"])
+        if self._cfg.source_kind.is_kafka and self._kafka is None:
+            from service.sources.kafka_auth import kafka_connection
+
+            # the brokers (an MSK cluster's are looked up) name the event's bootstrapServers
+            self._kafka = await kafka_connection(self._cfg, self._esmd.aws)
         if "payload" in record:
             return self._from_payload(record["payload"])
         if "KafkaBatchInfo" in record:
@@ -229,15 +236,11 @@ class Originals:
             return {"Records": records}
         from service.sources.kafka import kafka_envelope
 
-        servers = self._kafka[0] if self._kafka else self._configured_servers()
+        servers = self._kafka[0] if self._kafka else []
         grouped: dict[str, Records] = {}
         for r in records:
             grouped.setdefault(f"{r['topic']}-{r['partition']}", []).append(r)
         return {**kafka_envelope(self._cfg, servers), "records": grouped}
-
-    def _configured_servers(self) -> list[str]:
-        source = self._cfg.SelfManagedEventSource
-        return list(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else []
 
     def _from_payload(self, payload: Any) -> list[Records]:
         event = orjson.loads(payload) if isinstance(payload, str) else payload
@@ -262,10 +265,8 @@ class Originals:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         from service.sources.kafka import KafkaCodec, kafka_envelope
-        from service.sources.kafka_auth import kafka_connection
 
-        if self._kafka is None:
-            self._kafka = await kafka_connection(self._cfg, self._esmd.aws)
+        assert self._kafka is not None, "records() connects first"
         servers, auth = self._kafka
         consumer = AIOKafkaConsumer(
             bootstrap_servers=servers,

@@ -141,7 +141,9 @@ async def test_redrive_a_poison_batch_after_the_target_is_fixed(
 
     code, stdout, stderr = await esmd(*args)  # the bug is still there: nothing removed
     assert code == 1, stderr
-    assert f"0 redriven (0 records) and removed, {len(POISON)} failed again (kept)" in stdout
+    # a Kafka topic is read in order: the first record that stays holds back its partition
+    again = 1 if kind == "kafka" else len(POISON)
+    assert f"0 redriven (0 records) and removed, {again} failed again (kept)" in stdout
     assert await remaining() == len(POISON)
 
     flag.unlink()  # the fix
