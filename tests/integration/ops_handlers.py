@@ -18,3 +18,11 @@ def fails_on_poison(event: dict[str, Any], context: Any) -> None:
     with open(os.environ["ESMD_TEST_OUT"], "a") as out:
         for r, v in zip(records, values, strict=True):
             out.write(json.dumps({"offset": r["offset"], "seq": v["seq"]}) + "\n")
+
+
+def ddb_to_file(event: dict[str, Any], context: Any) -> None:
+    """Appends each DynamoDB record's key and blob to ESMD_TEST_OUT."""
+    with open(os.environ["ESMD_TEST_OUT"], "a") as out:
+        for r in event["Records"]:
+            image = r["dynamodb"]["NewImage"]
+            out.write(json.dumps({"pk": image["pk"]["S"], "blob": image["blob"]}) + "\n")

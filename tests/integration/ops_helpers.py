@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,14 +19,18 @@ def write_config(tmp_path: Path, config: dict[str, Any]) -> str:
     return str(path)
 
 
-async def esmd(*args: str, stdin: str | None = None, timeout: float = 60) -> tuple[int, str, str]:
-    """Run ``python -m service ARGS`` from the repository root: (exit code, stdout, stderr)."""
+async def esmd(
+    *args: str, stdin: str | None = None, timeout: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run ``python -m service ARGS`` from the repository root: (exit code, stdout, stderr);
+    ``env`` adds to the environment."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "service",
         *args,
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

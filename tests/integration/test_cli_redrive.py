@@ -222,3 +222,81 @@ async def test_redrive_kinesis_batch_info_reads_the_shard_again(
     assert "1 redriven (2 records) and removed" in stdout
     assert output.read_text().split() == ["k", "3", "k", "5"]
     assert await remaining() == 0
+
+
+async def test_redrive_dynamodb_batch_info_and_test_filter_from_the_stream(
+    moto_endpoint: str, unique: str, tmp_path: Path
+) -> None:
+    """DDBStreamBatchInfo: redrive reads the shard again from startSequenceNumber and keeps
+    what the mapping's filter keeps; test-filter --from-source reads the same stream."""
+    from tests.integration.stream_helpers import client as stream_client
+
+    name = f"rd-ddb-{unique}"
+    async with stream_client("dynamodb", moto_endpoint) as ddb:
+        desc = await ddb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+            StreamSpecification={"StreamEnabled": True, "StreamViewType": "NEW_IMAGE"},
+        )
+        arn = desc["TableDescription"]["LatestStreamArn"]
+        for i in range(6):
+            item = {"pk": {"S": f"item-{i}"}, "status": {"S": "keep" if i % 2 else "new"}}
+            await ddb.put_item(TableName=name, Item={**item, "blob": {"B": b"\x00\xff"}})
+    async with stream_client("dynamodbstreams", moto_endpoint) as streams:
+        shard = (await streams.describe_stream(StreamArn=arn))["StreamDescription"]["Shards"][0]
+        it = await streams.get_shard_iterator(
+            StreamArn=arn, ShardId=shard["ShardId"], ShardIteratorType="TRIM_HORIZON"
+        )
+        records = (await streams.get_records(ShardIterator=it["ShardIterator"]))["Records"]
+    seqs = [r["dynamodb"]["SequenceNumber"] for r in records]
+    queue, remaining = await sqs_queue(moto_endpoint, f"{name}-failures", "")
+    invocation = {
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 1},
+        "version": "1.0",
+        "DDBStreamBatchInfo": {
+            "shardId": shard["ShardId"],
+            "startSequenceNumber": seqs[1],
+            "endSequenceNumber": seqs[4],
+            "batchSize": 2,
+            "streamArn": arn,
+        },
+    }
+    async with client("sqs", moto_endpoint) as sqs:
+        url = (await sqs.get_queue_url(QueueName=f"{name}-failures"))["QueueUrl"]
+        await sqs.send_message(QueueUrl=url, MessageBody=json.dumps(invocation))
+    pattern = '{"dynamodb": {"NewImage": {"status": {"S": ["keep"]}}}}'
+    config = {
+        "aws": {"endpoint_url": moto_endpoint, "region": "us-east-1"},
+        "functions": {"fn": {"python": "tests.integration.ops_handlers:ddb_to_file"}},
+        "mappings": [
+            {
+                "Name": name,
+                "EventSourceArn": arn,
+                "FunctionName": "fn",
+                "StartingPosition": "TRIM_HORIZON",
+                "FilterCriteria": {"Filters": [{"Pattern": pattern}]},
+                "DestinationConfig": {"OnFailure": {"Destination": queue}},
+            }
+        ],
+    }
+    path = write_config(tmp_path, config)
+    code, stdout, stderr = await esmd(
+        "test-filter", "-c", path, "--mapping", name, "--from-source", "6", "--json"
+    )
+    assert code == 0, stderr
+    assert [json.loads(line)["kept"] for line in stdout.splitlines()] == [
+        i % 2 == 1 for i in range(6)
+    ]
+
+    out = tmp_path / "ddb.jsonl"
+    code, stdout, stderr = await esmd(
+        "redrive", "-c", path, "--mapping", name, "--from", queue, env={"ESMD_TEST_OUT": str(out)}
+    )
+    assert code == 0, stderr
+    assert "1 redriven (2 records) and removed" in stdout
+    delivered = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [d["pk"] for d in delivered] == ["item-1", "item-3"]
+    assert delivered[0]["blob"] == {"B": "AP8="}  # the wire form Lambda delivers
+    assert await remaining() == 0
