@@ -158,6 +158,7 @@ class Redrive:
                 give_up=self._give_up,
                 max_retries=self.retries,
                 max_record_age=None,
+                oversize="give_up",  # a record over 6 MB stays in the destination, not skipped
             )
             self._invoker = Invoker(
                 self._target,
