@@ -129,7 +129,7 @@ async def failed_sqs_batch_is_left_to_the_redrive_policy(c: Contract) -> None:
     going up), and after maxReceiveCount receives the queue moves it to its DLQ."""
     assert isinstance(c.source, SqsSource)
     source = c.source
-    await c.setup(visibility=1, max_receives=2)
+    await c.setup(visibility=3, max_receives=2)
     await source.produce(range(3))
     async with c.running(fail, **one_batch(10)):
 
@@ -203,7 +203,7 @@ def _sqs_fails_one_and_three(recs: list[Rec], index: int) -> Any:
 async def sqs_deletes_all_but_the_reported(c: Contract) -> None:
     """Standard queue: the messages a response names stay (and come back after their
     visibility timeout); all the others of the batch are deleted."""
-    await c.setup(visibility=1)
+    await c.setup(visibility=3)
     await c.source.produce(range(5))
     async with c.running(_sqs_fails_one_and_three, **one_batch(10), **RBIF):
         await c.until(lambda: c.invocations_of(1) + c.invocations_of(3) >= 4, "1 and 3 again")
@@ -218,7 +218,7 @@ async def fifo_group_stops_at_the_first_failure(c: Contract) -> None:
     [0, 1, 2]. 0 is deleted; 1 and 2 are not (2 comes after 1 in its group); 3..9, later
     in the group from the same receive, are neither invoked nor deleted before 1 is
     delivered again, so the group's order holds."""
-    await c.setup(visibility=1)
+    await c.setup(visibility=3)
     await c.source.produce(range(10))
 
     def behave(recs: list[Rec], index: int) -> Any:
@@ -275,7 +275,7 @@ async def malformed_response_fails_the_whole_batch(c: Contract) -> None:
 async def sqs_malformed_response_deletes_nothing(c: Contract) -> None:
     """Receive 1, 2, 3 answer an unknown, a missing, an empty itemIdentifier: nothing is
     deleted, every message comes back; receive 4 succeeds and deletes them."""
-    await c.setup(visibility=1)
+    await c.setup(visibility=3)
     await c.source.produce(range(3))
 
     def behave(recs: list[Rec], index: int) -> Any:
