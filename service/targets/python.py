@@ -3,7 +3,11 @@
 Existing Lambda handlers run unchanged: they get the event dict and a context object with the
 attributes of Lambda's. A coroutine function is awaited on the loop; a plain function runs in
 a worker thread, as a blocking handler (requests, time.sleep) would otherwise stall every
-mapping. An exception is an Unhandled function error with Lambda's error body.
+mapping, and one call at a time: Lambda runs one invocation per execution environment, so
+handlers keep per-invocation state in module globals (Powertools' module-level
+``BatchProcessor`` is the documented pattern), which concurrent threads would mix up. For
+concurrent invocations in one process, write the handler as a coroutine function (or use an
+http or lambda target). An exception is an Unhandled function error with Lambda's error body.
 """
 
 from __future__ import annotations
@@ -81,6 +85,8 @@ class PythonTarget:
         self._is_async = inspect.iscoroutinefunction(self._handler)
         self._timeout = config.timeout_seconds
         self._arn = function_arn or lambda_function_arn(name, region)
+        #: a plain function runs one call at a time, as in one execution environment
+        self._one_at_a_time = asyncio.Lock()
 
     async def invoke(self, event: dict[str, Any]) -> InvokeResult:
         context = LambdaContext(
@@ -91,10 +97,12 @@ class PythonTarget:
             log_group_name=f"/aws/lambda/{self.name}",
         )
         try:
-            async with asyncio.timeout(self._timeout):
-                if self._is_async:
+            if self._is_async:
+                async with asyncio.timeout(self._timeout):
                     payload = await self._handler(event, context)
-                else:
+            else:
+                async with self._one_at_a_time, asyncio.timeout(self._timeout):
+                    context.deadline = time.monotonic() + self._timeout  # from its turn
                     payload = await asyncio.to_thread(self._handler, event, context)
         except TimeoutError as exc:
             return InvokeResult(error_body(exc, context.aws_request_id), "Unhandled")

@@ -51,6 +51,30 @@ async def test_python_target_sync_async_and_error() -> None:
     assert result.payload["errorMessage"] == "bad record"
 
 
+_running: list[int] = []
+_overlaps: list[int] = []
+
+
+def global_state_handler(event: dict[str, Any], context: Any) -> None:
+    """Keeps per-invocation state in a module global, as Lambda handlers may."""
+    import time
+
+    _running.append(1)
+    if len(_running) > 1:
+        _overlaps.append(len(_running))
+    time.sleep(0.02)
+    _running.pop()
+
+
+async def test_a_plain_handler_runs_one_call_at_a_time() -> None:
+    """As in one Lambda execution environment: module globals are not shared between
+    concurrent invocations."""
+    target = make_target("g", FunctionConfig(python=f"{__name__}:global_state_handler"))
+    results = await asyncio.gather(*(target.invoke(EVENT) for _ in range(5)))
+    assert all(r.ok for r in results)
+    assert _overlaps == []
+
+
 def test_function_config_needs_exactly_one_kind() -> None:
     with pytest.raises(ValueError, match="exactly one"):
         FunctionConfig(python="a:b", url="http://x")
