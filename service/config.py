@@ -215,6 +215,32 @@ class CheckpointsConfig(_Model):
     )
 
 
+class ApiCredential(_Model):
+    """One SigV4 key pair that may call the control-plane API (boto3, the AWS CLI)."""
+
+    access_key_id: str = Field(min_length=1)
+    secret_access_key: SecretStr
+
+
+class ApiConfig(_Model):
+    """Lambda's event source mapping API on ``server.listen`` (service/api/). Present: the
+    API is on; absent: its paths answer 404."""
+
+    credentials: list[ApiCredential] = Field(
+        default_factory=list,
+        description="SigV4 keys that may call the API; every request must be signed by one",
+    )
+    allow_unauthenticated_on_loopback: bool = Field(
+        False, description="Local development only: unsigned requests from 127.0.0.1/::1 pass"
+    )
+    store: Literal["sqlite"] = Field(
+        "sqlite", description="Where API-created mappings live (one replica: sqlite)"
+    )
+    path: str | None = Field(
+        None, description="The sqlite file (default: checkpoints.path, in its own table)"
+    )
+
+
 class RetryConfig(_Model):
     """Backoff between retries of a failed invocation (exponential with jitter), and what
     happens when the OnFailure destination refuses records (esmd's own: AWS has no knob)."""
@@ -603,8 +629,13 @@ class EsmdConfig(_Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    api: ApiConfig | None = None
     functions: dict[str, FunctionConfig] = Field(default_factory=dict)
     mappings: list[MappingConfig] = Field(default_factory=list)
+
+    @property
+    def api_store_path(self) -> str:
+        return (self.api.path if self.api else None) or self.checkpoints.path
 
     def function_for(self, mapping: MappingConfig) -> FunctionConfig:
         """The target of a mapping; a FunctionName not under ``functions`` is a Lambda name."""
@@ -701,6 +732,15 @@ def _mapping_problems(raw: Any, index: int) -> tuple[MappingConfig | None, list[
     problems = [ConfigProblem(label, f, msg) for f, msg in mapping.source_errors()]
     problems += _filter_problems(mapping, label)
     return mapping, problems
+
+
+def parse_mapping(raw: Any, source: str = "<api>") -> MappingConfig:
+    """One mapping, checked as ``esmd validate`` checks each mapping of a file; raises
+    ConfigError listing every problem."""
+    mapping, problems = _mapping_problems(raw, 0)
+    if problems or mapping is None:
+        raise ConfigError(source, problems)
+    return mapping
 
 
 def _filter_problems(mapping: MappingConfig, label: str) -> list[ConfigProblem]:

@@ -1,4 +1,6 @@
-"""Daemon: runs the mappings of a config and serves /metrics, /healthz, /readyz, /mappings.
+"""Daemon: runs the mappings of a config and serves /metrics, /healthz, /readyz, /mappings,
+and with ``api:`` Lambda's event source mapping API, whose changes it applies live
+(service/api/: the daemon is the API's Runner).
 
 Stopping is two-phase: the first SIGTERM/SIGINT stops polling and lets in-flight batches
 finish (up to ``server.shutdown_grace_seconds``) before committing what is done; a second
@@ -18,7 +20,10 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.admin import serve
-from service.config import EsmdConfig
+from service.api.control import Control
+from service.api.routes import Api
+from service.api.store import SqliteMappingStore
+from service.config import EsmdConfig, MappingConfig
 from service.mapping import Mapping
 from service.metrics import Metrics
 from service.targets import TARGETS
@@ -51,6 +56,9 @@ class Daemon:
             for m in config.mappings
             if worker.runs(m, config)
         ]
+        self._tasks: dict[Mapping, asyncio.Task[None]] = {}
+        #: the API's view of the mappings (single process with ``api:`` only)
+        self.control: Control | None = None
         self.started_at = time.time()
         self._stop = asyncio.Event()
         self._force = asyncio.Event()
@@ -63,12 +71,18 @@ class Daemon:
         if handle_signals:
             self._install_signal_handlers()
         helpers = []
+        for m in self.mappings:
+            self._tasks[m] = asyncio.create_task(m.run(), name=f"mapping {m.name}")
         if self.worker is SOLO:
+            if self.config.api is not None:
+                self.control = Control(
+                    self.config, self, SqliteMappingStore(self.config.api_store_path)
+                )
+                await self.control.open(list(self.mappings))
             await self._serve()
         else:  # the supervisor serves HTTP; a worker reports readiness and minds its parent
             helpers.append(asyncio.create_task(watch_parent(self._stop, self.request_stop)))
             helpers.append(asyncio.create_task(self._report_ready()))
-        tasks = [asyncio.create_task(m.run(), name=f"mapping {m.name}") for m in self.mappings]
         self._log.info(
             "started",
             mappings=[m.name for m in self.mappings],
@@ -78,8 +92,11 @@ class Daemon:
         try:
             await self._stop.wait()
             self._log.info("stopping: draining in-flight batches")
+            if self.control is not None:
+                await self.control.close()
             for m in self.mappings:
                 m.stop()
+            tasks = list(self._tasks.values())
             await self._wait_for_mappings(tasks)
             for t in tasks:
                 if not t.done():
@@ -91,6 +108,31 @@ class Daemon:
             if self._runner is not None:
                 await self._runner.cleanup()
             self._log.info("stopped")
+
+    # --- the API's Runner -------------------------------------------------------------------
+
+    def start_mapping(self, config: MappingConfig) -> Mapping:
+        """Start a mapping now (the API created or changed it)."""
+        m = Mapping(config, self.config, self.metrics, self.worker)
+        if self._stop.is_set():
+            m.stop()  # runs to its end at once
+        self.mappings.append(m)
+        self._tasks[m] = asyncio.create_task(m.run(), name=f"mapping {m.name}")
+        return m
+
+    async def retire_mapping(self, mapping: Mapping) -> None:
+        """Stop a mapping as at shutdown (drain in-flight batches, commit) and forget it.
+        Cancelled midway, the mapping stays known, so shutdown still waits for it."""
+        mapping.stop()
+        task = self._tasks.get(mapping)
+        if task is not None:
+            await self._wait_for_mappings([task])
+            if not task.done():
+                task.cancel("forced stop")
+            await asyncio.gather(task, return_exceptions=True)
+        self._tasks.pop(mapping, None)
+        if mapping in self.mappings:
+            self.mappings.remove(mapping)
 
     @property
     def ready(self) -> bool:
@@ -140,6 +182,9 @@ class Daemon:
                 "/mappings": self._mappings,
             },
             self.config.server.token,
+            Api(self.config.api, self.control).routes()
+            if self.config.api is not None and self.control is not None
+            else None,
         )
 
     async def _metrics(self, _: web.Request) -> web.Response:

@@ -41,13 +41,16 @@ from service.workers import SOLO, Worker
 
 
 class State(enum.StrEnum):
-    """AWS's mapping states, as far as a daemon has them."""
+    """AWS's mapping states. Updating and Deleting are the API's (service/api/control.py)
+    while it replaces or removes a mapping."""
 
     CREATING = "Creating"
     ENABLING = "Enabling"
     ENABLED = "Enabled"
     DISABLING = "Disabling"
     DISABLED = "Disabled"
+    UPDATING = "Updating"
+    DELETING = "Deleting"
 
 
 class Mapping:

@@ -101,6 +101,10 @@ SOLO = Worker()
 
 
 def worker_count(config: EsmdConfig) -> int:
+    """Worker processes to run. With the control-plane API on (``api:``), one: API changes
+    apply live in the process that serves the API; workers do not follow them yet."""
+    if config.api is not None:
+        return 1
     return config.server.workers or usable_cores()
 
 
