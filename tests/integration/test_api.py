@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore
+import botocore.exceptions
 import pytest
 from botocore.config import Config
 
@@ -22,6 +24,7 @@ from tests.integration.test_sqs import make_queue, send, sqs  # noqa: F401 (fixt
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
 KEY, SECRET = "AKIDESMDTEST", "esmd-test-secret-key"
+MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 def esmd_config(elasticmq: str, tmp_path: Path, function: str) -> dict[str, Any]:
@@ -134,3 +137,125 @@ async def test_create_deliver_update_disable_delete(
             return False
 
         await wait_for(gone, 15, "deleted")
+
+
+def file_mapping(fn: str, arn: str) -> dict[str, Any]:
+    return {"Name": f"file-{fn}", "EventSourceArn": arn, "FunctionName": fn, "Enabled": False}
+
+
+async def test_errors_raise_the_aws_exception_classes(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    fn = f"api-err-{unique}"
+    arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}"
+    config = esmd_config(elasticmq_endpoint, tmp_path, fn)
+    config["mappings"] = [file_mapping(fn, arn)]
+    async with running(config) as daemon:
+        lam = client(daemon)
+        errors = lam.exceptions
+        with pytest.raises(errors.ResourceNotFoundException):
+            await call(lam.get_event_source_mapping, UUID=MISSING)
+        with pytest.raises(errors.ResourceNotFoundException):
+            await call(lam.update_event_source_mapping, UUID=MISSING, BatchSize=2)
+        with pytest.raises(errors.ResourceNotFoundException):
+            await call(lam.delete_event_source_mapping, UUID=MISSING)
+        with pytest.raises(errors.InvalidParameterValueException, match="BatchSize"):
+            await call(
+                lam.create_event_source_mapping,
+                EventSourceArn=arn,
+                FunctionName=fn,
+                BatchSize=20000,
+            )
+        bad_filter = {"Filters": [{"Pattern": '{"body": {"a": "not-a-list"}}'}]}
+        with pytest.raises(errors.InvalidParameterValueException, match="FilterCriteria"):
+            await call(
+                lam.create_event_source_mapping,
+                EventSourceArn=arn + "-other",
+                FunctionName=fn,
+                FilterCriteria=bad_filter,
+            )
+        # the file's mapping is listed with its UUID but read-only through the API
+        listed = await call(lam.list_event_source_mappings, EventSourceArn=arn)
+        (from_file,) = listed["EventSourceMappings"]
+        assert from_file["State"] == "Disabled"
+        with pytest.raises(errors.ResourceConflictException):
+            await call(lam.update_event_source_mapping, UUID=from_file["UUID"], BatchSize=2)
+        with pytest.raises(errors.ResourceConflictException):
+            await call(lam.delete_event_source_mapping, UUID=from_file["UUID"])
+        # AWS refuses a second mapping of the same source and function
+        with pytest.raises(errors.ResourceConflictException):
+            await call(lam.create_event_source_mapping, EventSourceArn=arn, FunctionName=fn)
+        with pytest.raises(errors.InvalidParameterValueException):
+            await call(lam.list_event_source_mappings, MaxItems=20000)
+
+
+async def test_list_paginates_and_a_restart_keeps_api_mappings(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    fn = f"api-page-{unique}"
+    config = esmd_config(elasticmq_endpoint, tmp_path, fn)
+    config["mappings"] = [file_mapping(fn, f"arn:aws:sqs:us-east-1:000000000000:{fn}-file")]
+    created = set()
+    async with running(config) as daemon:
+        lam = client(daemon)
+        for i in range(61):
+            arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}-{i}"
+            made = await call(
+                lam.create_event_source_mapping, EventSourceArn=arn, FunctionName=fn, Enabled=False
+            )
+            created.add(made["UUID"])
+        pages = lam.get_paginator("list_event_source_mappings").paginate(
+            FunctionName=fn, PaginationConfig={"PageSize": 7}
+        )
+        seen = [
+            m["UUID"]
+            for page in await asyncio.to_thread(list, pages)
+            for m in page["EventSourceMappings"]
+        ]
+        assert len(seen) == len(set(seen)) == 62
+        assert created < set(seen)
+        one = next(iter(created))
+        await call(lam.update_event_source_mapping, UUID=one, BatchSize=7)
+    async with running(config) as daemon:
+        lam = client(daemon)
+        listed = await call(lam.list_event_source_mappings, FunctionName=fn, MaxItems=100)
+        assert {m["UUID"] for m in listed["EventSourceMappings"]} > created
+        assert (await call(lam.get_event_source_mapping, UUID=one))["BatchSize"] == 7
+
+
+async def test_unsigned_wrongly_signed_and_unknown_keys_are_refused(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    async with running(esmd_config(elasticmq_endpoint, tmp_path, unique)) as daemon:
+        cases = {
+            "InvalidSignatureException": client(daemon, secret="not-the-secret"),
+            "UnrecognizedClientException": client(daemon, key="AKIDUNKNOWN"),
+            "MissingAuthenticationTokenException": unsigned(daemon),
+        }
+        for code, lam in cases.items():
+            with pytest.raises(botocore.exceptions.ClientError) as caught:
+                await call(lam.list_event_source_mappings)
+            assert caught.value.response["Error"]["Code"] == code
+            assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+        assert (await call(client(daemon).list_event_source_mappings))["EventSourceMappings"] == []
+
+
+async def test_without_an_api_section_the_paths_are_not_found(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    config = esmd_config(elasticmq_endpoint, tmp_path, unique)
+    del config["api"]
+    async with running(config) as daemon:
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            await call(client(daemon).list_event_source_mappings)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
+
+
+def unsigned(daemon: Daemon) -> Any:
+    host, port = daemon.address
+    return boto3.client(
+        "lambda",
+        endpoint_url=f"http://{host}:{port}",
+        region_name="us-east-1",
+        config=Config(signature_version=botocore.UNSIGNED, retries={"max_attempts": 1}),
+    )
