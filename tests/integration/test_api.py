@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import shutil
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -259,3 +262,66 @@ def unsigned(daemon: Daemon) -> Any:
         region_name="us-east-1",
         config=Config(signature_version=botocore.UNSIGNED, retries={"max_attempts": 1}),
     )
+
+
+async def aws_cli(daemon: Daemon, *args: str) -> tuple[int, Any, str]:
+    """``aws lambda ARGS --endpoint-url ...``: exit code, parsed stdout, stderr."""
+    host, port = daemon.address
+    env = os.environ | {
+        "AWS_ACCESS_KEY_ID": KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_MAX_ATTEMPTS": "1",
+    }
+    env.pop("AWS_PROFILE", None)
+    proc = await asyncio.create_subprocess_exec(
+        "aws",
+        "lambda",
+        *args,
+        "--endpoint-url",
+        f"http://{host}:{port}",
+        "--output",
+        "json",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, json.loads(out) if out.strip() else None, err.decode()
+
+
+@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
+async def test_the_aws_cli_manages_mappings(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    fn = f"api-cli-{unique}"
+    arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}"
+    async with running(esmd_config(elasticmq_endpoint, tmp_path, fn)) as daemon:
+        rc, made, err = await aws_cli(
+            daemon,
+            "create-event-source-mapping",
+            "--event-source-arn",
+            arn,
+            "--function-name",
+            fn,
+            "--no-enabled",
+            "--batch-size",
+            "4",
+        )
+        assert rc == 0, err
+        uuid = made["UUID"]
+        rc, listed, err = await aws_cli(daemon, "list-event-source-mappings", "--function-name", fn)
+        assert rc == 0, err
+        assert [m["UUID"] for m in listed["EventSourceMappings"]] == [uuid]
+        rc, updated, err = await aws_cli(
+            daemon, "update-event-source-mapping", "--uuid", uuid, "--batch-size", "9"
+        )
+        assert rc == 0, err
+        assert updated["BatchSize"] == 9
+        rc, got, err = await aws_cli(daemon, "get-event-source-mapping", "--uuid", uuid)
+        assert rc == 0 and got["BatchSize"] == 9, err
+        rc, _, err = await aws_cli(daemon, "delete-event-source-mapping", "--uuid", uuid)
+        assert rc == 0, err
+        rc, _, err = await aws_cli(daemon, "get-event-source-mapping", "--uuid", MISSING)
+        assert rc != 0 and "ResourceNotFoundException" in err
