@@ -5,6 +5,7 @@ AWS's exception classes, a restart, and SigV4 refusals."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -21,8 +22,8 @@ from botocore.config import Config
 
 from service.config import parse_config
 from service.daemon import Daemon
-from tests.integration import sqs_handlers
-from tests.integration.kafka_helpers import wait_for
+from tests.integration import collect, sqs_handlers
+from tests.integration.kafka_helpers import create_topic, produce_json, wait_for
 from tests.integration.test_sqs import make_queue, send, sqs  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -325,3 +326,62 @@ async def test_the_aws_cli_manages_mappings(
         assert rc == 0, err
         rc, _, err = await aws_cli(daemon, "get-event-source-mapping", "--uuid", MISSING)
         assert rc != 0 and "ResourceNotFoundException" in err
+
+
+def kafka_values(fn: str) -> list[dict[str, Any]]:
+    return [
+        json.loads(base64.b64decode(r["value"]))
+        for event in collect.events[fn]
+        for records in event["records"].values()
+        for r in records
+    ]
+
+
+def keep(status: str) -> dict[str, Any]:
+    return {"Filters": [{"Pattern": json.dumps({"value": {"status": [status]}})}]}
+
+
+async def test_a_kafka_mapping_filter_update_disable_enable_delete(
+    kafka_bootstrap: str, elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    fn, topic = f"api-kafka-{unique}", f"api-kafka-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    config = esmd_config(elasticmq_endpoint, tmp_path, fn)
+    config["functions"] = {fn: {"python": "tests.integration.collect:handle"}}
+
+    def batch(start: int) -> list[tuple[int, dict[str, Any]]]:
+        return [(0, {"n": i, "status": "a" if i % 2 else "b"}) for i in range(start, start + 10)]
+
+    async with running(config) as daemon:
+        lam = client(daemon)
+        made = await call(
+            lam.create_event_source_mapping,
+            SelfManagedEventSource={"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": [kafka_bootstrap]}},
+            Topics=[topic],
+            SelfManagedKafkaEventSourceConfig={"ConsumerGroupId": f"g-{unique}"},
+            StartingPosition="TRIM_HORIZON",
+            FunctionName=fn,
+            FilterCriteria=keep("a"),
+        )
+        uuid = made["UUID"]
+        await produce_json(kafka_bootstrap, topic, batch(0))
+        await wait_for(lambda: len(kafka_values(fn)) == 5, 20, "status a delivered")
+
+        await call(lam.update_event_source_mapping, UUID=uuid, FilterCriteria=keep("b"))
+        await wait_for(lambda: field_is(lam, uuid, "State", "Enabled"), 15, "updated")
+        await produce_json(kafka_bootstrap, topic, batch(10))
+        await wait_for(lambda: len(kafka_values(fn)) == 10, 20, "status b delivered")
+        assert {v["status"] for v in kafka_values(fn)[5:]} == {"b"}
+        assert all(v["n"] >= 10 for v in kafka_values(fn)[5:])  # positions were kept
+
+        await call(lam.update_event_source_mapping, UUID=uuid, Enabled=False)
+        await wait_for(lambda: field_is(lam, uuid, "State", "Disabled"), 15, "disabled")
+        await produce_json(kafka_bootstrap, topic, batch(20))
+        await asyncio.sleep(1.5)  # a negative check: nothing may arrive while disabled
+        assert len(kafka_values(fn)) == 10
+        await call(lam.update_event_source_mapping, UUID=uuid, Enabled=True)
+        await wait_for(lambda: len(kafka_values(fn)) == 15, 20, "delivery after enable")
+        assert sorted(v["n"] for v in kafka_values(fn)[10:]) == [20, 22, 24, 26, 28]
+
+        await call(lam.delete_event_source_mapping, UUID=uuid)
+        await wait_for(lambda: not daemon.mappings, 15, "the mapping stopped")
