@@ -9,6 +9,10 @@ Changes apply live through a :class:`Runner` (the Daemon): create starts the map
 and delete first stop the old one, which drains its in-flight batches and commits, then
 start the new one (same Name, so the same checkpoints and consumer group). While that runs
 the mapping shows Updating, Enabling, Disabling or Deleting, as AWS's do.
+
+Every ``SYNC_SECONDS`` the set converges on the store, so esmd processes sharing one sqlite
+file follow each other's changes: a row that appeared, changed (its LastModified) or went
+away is started, replaced or removed here too.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from service.config import ConfigError, EsmdConfig, MappingConfig, parse_mapping
 from service.errors import USER_INITIATED
 from service.mapping import Mapping, State
 from service.targets import TARGETS
+
+#: how often the store is read for changes made by other processes sharing it
+SYNC_SECONDS = 1.0
 
 
 class Runner(Protocol):
@@ -66,6 +73,10 @@ class Entry:
     def uuid(self) -> str:
         return self.current.uuid
 
+    @property
+    def current_state(self) -> str:
+        return (self.transition or self.mapping.state).value
+
 
 class Control:
     def __init__(self, esmd: EsmdConfig, runner: Runner, store: SqliteMappingStore) -> None:
@@ -74,30 +85,72 @@ class Control:
         self.store = store
         self.entries: dict[str, Entry] = {}  # by UUID
         self._changes: set[asyncio.Task[None]] = set()
+        #: one change at a time: an operation's store write and its entry go together
+        self._lock = asyncio.Lock()
+        self._refused: set[tuple[str, float]] = set()  # stored rows already logged as bad
+        self._sync: asyncio.Task[None] | None = None
         self._log = structlog.get_logger("esmd.api")
 
-    async def open(self, file_mappings: list[Mapping]) -> None:
-        """Take the file's mappings and start the stored API mappings."""
+    async def open(self, file_mappings: list[Mapping], sync_seconds: float = SYNC_SECONDS) -> None:
+        """Take the file's mappings, start the stored API mappings, and follow the store."""
         started = time.time()
         for m in file_mappings:
             self.entries[m.config.uuid] = Entry(m, True, None, started)
-        for stored in await self.store.open():
-            try:
-                config = self._validate(stored.properties)
-            except ApiError as exc:
-                self._log.error(
-                    "stored mapping not started", mapping=stored.name, error=exc.message
+        rows = await self.store.open()
+        async with self._lock:
+            self._converge(rows)
+        self._sync = asyncio.create_task(self._follow(sync_seconds), name="api store sync")
+
+    async def _follow(self, period: float) -> None:
+        while True:
+            await asyncio.sleep(period)
+            async with self._lock:  # read and apply with no operation of ours in between
+                try:
+                    rows = await self.store.load()
+                except Exception as exc:  # a locked or unreadable file: try next period
+                    self._log.warning("api store not read", error=repr(exc))
+                    continue
+                self._converge(rows)
+
+    def _converge(self, rows: list[Stored]) -> None:
+        """Start, replace or remove API mappings so the set matches the store's rows."""
+        wanted: set[str] = set()
+        for stored in rows:
+            config = self._stored_config(stored)
+            if config is None:
+                continue
+            wanted.add(config.uuid)
+            entry = self.entries.get(config.uuid)
+            if entry is None:
+                mapping = self.runner.start_mapping(config)
+                self.entries[config.uuid] = Entry(
+                    mapping, False, stored.properties, stored.last_modified
                 )
-                continue
-            if config.uuid in self.entries:
-                self._log.error("stored mapping has a file mapping's name", mapping=stored.name)
-                continue
-            mapping = self.runner.start_mapping(config)
-            self.entries[config.uuid] = Entry(
-                mapping, False, stored.properties, stored.last_modified
-            )
+            elif _outdated(entry, stored):
+                self._begin_update(entry, stored.properties, config, stored.last_modified)
+        for uuid, entry in list(self.entries.items()):
+            if not entry.from_file and uuid not in wanted and not _busy(entry):
+                self._begin_delete(entry)
+
+    def _stored_config(self, stored: Stored) -> MappingConfig | None:
+        try:
+            config = self._validate(stored.properties)
+        except ApiError as exc:
+            problem = exc.message
+        else:
+            entry = self.entries.get(config.uuid)
+            if entry is None or not entry.from_file:
+                return config
+            problem = "a mapping of the configuration file has this name"
+        if (stored.name, stored.last_modified) not in self._refused:
+            self._refused.add((stored.name, stored.last_modified))
+            self._log.error("stored mapping not started", mapping=stored.name, error=problem)
+        return None
 
     async def close(self) -> None:
+        if self._sync is not None:
+            self._sync.cancel()
+            await asyncio.gather(self._sync, return_exceptions=True)
         for task in list(self._changes):
             task.cancel()
         await asyncio.gather(*self._changes, return_exceptions=True)
@@ -120,10 +173,13 @@ class Control:
                     "The event source and function provided mapping already exists. Please "
                     f"update or delete the existing mapping with UUID {other.uuid}",
                 )
-        now = time.time()
-        await self.store.put(Stored(config.Name, properties, now))
-        entry = Entry(self.runner.start_mapping(config), False, properties, now)
-        self.entries[config.uuid] = entry
+        async with self._lock:
+            if config.uuid in self.entries:  # made by another process meanwhile
+                raise ApiError("ResourceConflictException", f"{config.Name!r} already exists")
+            now = time.time()
+            await self.store.put(Stored(config.Name, properties, now))
+            entry = Entry(self.runner.start_mapping(config), False, properties, now)
+            self.entries[config.uuid] = entry
         self._log.info("mapping created", mapping=config.Name, uuid=config.uuid)
         return self.view(entry)
 
@@ -133,10 +189,18 @@ class Control:
         changes = request_to_config(body, "UpdateEventSourceMapping")
         properties = entry.properties | changes
         config = self._validate(properties)
-        now = time.time()
-        await self.store.put(Stored(config.Name, properties, now))
+        async with self._lock:
+            self._changeable(uuid, "updated")  # still, after waiting for the lock
+            now = time.time()
+            await self.store.put(Stored(config.Name, properties, now))
+            self._begin_update(entry, properties, config, now)
+        return self.view(entry)
+
+    def _begin_update(
+        self, entry: Entry, properties: dict[str, Any], config: MappingConfig, modified: float
+    ) -> None:
         old = entry.mapping.config
-        entry.properties, entry.last_modified, entry.config = properties, now, config
+        entry.properties, entry.last_modified, entry.config = properties, modified, config
         entry.transition = (
             State.DISABLING
             if old.Enabled and not config.Enabled
@@ -145,17 +209,19 @@ class Control:
             else State.UPDATING
         )
         entry.applied.clear()
-        view = self.view(entry)
         self._background(self._replace(entry, config), f"update {config.Name}")
-        return view
 
     async def delete(self, uuid: str) -> dict[str, Any]:
-        entry = self._changeable(uuid, "deleted")
-        await self.store.delete(entry.mapping.name)
+        async with self._lock:
+            entry = self._changeable(uuid, "deleted")
+            await self.store.delete(entry.mapping.name)
+            self._begin_delete(entry)
+        return self.view(entry)
+
+    def _begin_delete(self, entry: Entry) -> None:
         entry.transition = State.DELETING
         entry.applied.clear()
         self._background(self._remove(entry), f"delete {entry.mapping.name}")
-        return self.view(entry)
 
     def get(self, uuid: str) -> dict[str, Any]:
         return self.view(self._entry(uuid))
@@ -223,10 +289,10 @@ class Control:
                 f"mapping {entry.mapping.name!r} comes from the configuration file and cannot "
                 f"be {what} through the API; change the file",
             )
-        if entry.transition is not None and not entry.applied.is_set():
+        if _busy(entry):
             raise ApiError(
                 "ResourceInUseException",
-                f"Cannot change the event source mapping {uuid}: it is {entry.transition.value}",
+                f"Cannot change the event source mapping {uuid}: it is {entry.current_state}",
             )
         return entry
 
@@ -252,6 +318,16 @@ class Control:
             "LastProcessingResult": _last_result(m),
         }
         return config_to_response(props, extra)
+
+
+def _outdated(entry: Entry, stored: Stored) -> bool:
+    """Another process changed this API mapping in the store."""
+    return not entry.from_file and not _busy(entry) and entry.last_modified != stored.last_modified
+
+
+def _busy(entry: Entry) -> bool:
+    """A change of the entry is still being applied."""
+    return entry.transition is not None and not entry.applied.is_set()
 
 
 def _same_source_and_function(a: MappingConfig, b: MappingConfig) -> bool:

@@ -41,6 +41,10 @@ class SqliteMappingStore:
         """Open the file; every stored mapping, by name."""
         Path(self._path).parent.mkdir(parents=True, exist_ok=True)
         self._db = await asyncio.to_thread(self._connect)
+        return await self.load()
+
+    async def load(self) -> list[Stored]:
+        """Every stored mapping, by name (another process sharing the file may change them)."""
         rows = await self._run(
             "SELECT name, properties, last_modified FROM api_mappings ORDER BY name", ()
         )

@@ -73,7 +73,12 @@ async def call(fn: Callable[..., Any], **kwargs: Any) -> Any:
 
 
 async def field_is(lam: Any, uuid: str, field: str, value: Any) -> bool:
-    return (await call(lam.get_event_source_mapping, UUID=uuid)).get(field) == value
+    """The mapping exists and its ``field`` is ``value``."""
+    try:
+        found = await call(lam.get_event_source_mapping, UUID=uuid)
+    except lam.exceptions.ResourceNotFoundException:
+        return False
+    return bool(found.get(field) == value)
 
 
 async def test_create_deliver_update_disable_delete(
@@ -385,3 +390,28 @@ async def test_a_kafka_mapping_filter_update_disable_enable_delete(
 
         await call(lam.delete_event_source_mapping, UUID=uuid)
         await wait_for(lambda: not daemon.mappings, 15, "the mapping stopped")
+
+
+async def test_two_processes_sharing_the_store_converge(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    fn = f"api-two-{unique}"
+    arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}"
+    config = esmd_config(elasticmq_endpoint, tmp_path, fn)
+    async with running(config) as one, running(config) as two:
+        lam_one, lam_two = client(one), client(two)
+        made = await call(
+            lam_one.create_event_source_mapping, EventSourceArn=arn, FunctionName=fn, Enabled=False
+        )
+        uuid = made["UUID"]
+        await wait_for(lambda: field_is(lam_two, uuid, "State", "Disabled"), 10, "created on two")
+        await call(lam_two.update_event_source_mapping, UUID=uuid, BatchSize=3)
+        await wait_for(lambda: field_is(lam_one, uuid, "BatchSize", 3), 10, "updated on one")
+        await wait_for(lambda: field_is(lam_one, uuid, "State", "Disabled"), 10, "applied on one")
+        await call(lam_one.delete_event_source_mapping, UUID=uuid)
+
+        async def gone_from_two() -> bool:
+            listed = await call(lam_two.list_event_source_mappings, FunctionName=fn)
+            return not listed["EventSourceMappings"]
+
+        await wait_for(gone_from_two, 10, "deleted on two")
