@@ -388,6 +388,11 @@ async def test_a_kafka_mapping_filter_update_disable_enable_delete(
         await wait_for(lambda: len(kafka_values(fn)) == 15, 20, "delivery after enable")
         assert sorted(v["n"] for v in kafka_values(fn)[10:]) == [20, 22, 24, 26, 28]
 
+    async with running(config) as daemon:  # a restart: the mapping and its offsets stay
+        lam = client(daemon)
+        await produce_json(kafka_bootstrap, topic, batch(30))
+        await wait_for(lambda: len(kafka_values(fn)) == 20, 20, "delivery after a restart")
+        assert sorted(v["n"] for v in kafka_values(fn)[15:]) == [30, 32, 34, 36, 38]
         await call(lam.delete_event_source_mapping, UUID=uuid)
         await wait_for(lambda: not daemon.mappings, 15, "the mapping stopped")
 
@@ -415,3 +420,13 @@ async def test_two_processes_sharing_the_store_converge(
             return not listed["EventSourceMappings"]
 
         await wait_for(gone_from_two, 10, "deleted on two")
+
+
+async def test_unsigned_requests_from_loopback_pass_when_allowed(
+    elasticmq_endpoint: str, tmp_path: Path, unique: str
+) -> None:
+    config = esmd_config(elasticmq_endpoint, tmp_path, unique)
+    config["api"] = {"allow_unauthenticated_on_loopback": True}
+    async with running(config) as daemon:
+        listed = await call(unsigned(daemon).list_event_source_mappings)
+        assert listed["EventSourceMappings"] == []
