@@ -80,7 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         argv = ["run", "-c", args.config, "--log-level", args.log_level]
         if args.log_json is not None:
             argv.append("--log-json" if args.log_json else "--no-log-json")
-        return int(run_async(Supervisor(config, args.config, argv).run()))
+        api = None
+        if config.api is not None:
+            from service.api.supervised import SupervisedApi
+
+            api = SupervisedApi(config)
+        return int(run_async(Supervisor(config, args.config, argv, api).run()))
 
     if worker is not SOLO:  # every line a worker logs says which one
         import structlog

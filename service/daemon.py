@@ -73,12 +73,12 @@ class Daemon:
         helpers = []
         for m in self.mappings:
             self._tasks[m] = asyncio.create_task(m.run(), name=f"mapping {m.name}")
+        if self.config.api is not None:  # a worker follows the store; its supervisor serves
+            self.control = Control(
+                self.config, self, SqliteMappingStore(self.config.api_store_path)
+            )
+            await self.control.open(list(self.mappings))
         if self.worker is SOLO:
-            if self.config.api is not None:
-                self.control = Control(
-                    self.config, self, SqliteMappingStore(self.config.api_store_path)
-                )
-                await self.control.open(list(self.mappings))
             await self._serve()
         else:  # the supervisor serves HTTP; a worker reports readiness and minds its parent
             helpers.append(asyncio.create_task(watch_parent(self._stop, self.request_stop)))
@@ -112,8 +112,11 @@ class Daemon:
     # --- the API's Runner -------------------------------------------------------------------
 
     def start_mapping(self, config: MappingConfig) -> Mapping:
-        """Start a mapping now (the API created or changed it)."""
+        """Start a mapping now (the API created or changed it); a worker that takes no part
+        in it (Worker.runs) only describes it."""
         m = Mapping(config, self.config, self.metrics, self.worker)
+        if not self.worker.runs(config, self.config):
+            return m
         if self._stop.is_set():
             m.stop()  # runs to its end at once
         self.mappings.append(m)
@@ -140,8 +143,13 @@ class Daemon:
 
     async def _report_ready(self) -> None:
         while True:
-            self.worker.report(self.ready, [m.status() for m in self.mappings])
+            self.worker.report(self.ready, [self._status(m) for m in self.mappings])
             await asyncio.sleep(0.5)
+
+    def _status(self, m: Mapping) -> dict[str, Any]:
+        """A mapping's status; an API mapping's with the revision it runs (LastModified)."""
+        revision = self.control.revision(m) if self.control is not None else None
+        return m.status() | ({"revision": revision} if revision is not None else {})
 
     async def _wait_for_mappings(self, tasks: list[asyncio.Task[None]]) -> None:
         """Until every mapping has drained, the grace period is over, or a second signal."""

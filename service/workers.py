@@ -15,6 +15,9 @@ The sources share work the way separate replicas would, with no protocol of our 
 - streams with ``checkpoints.store: sqlite`` run in worker 0 only (one writer per file);
   with DynamoDB leases every worker takes part.
 
+With ``api:`` the supervisor serves Lambda's ESM API (service/api/supervised.py) and writes
+its store; each worker follows the store and applies changes itself.
+
 Metrics go through prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``): each
 worker writes its samples to memory-mapped files, and the supervisor's ``/metrics`` merges
 them (counters and histograms summed, gauges by the mode each declares).
@@ -29,9 +32,10 @@ import signal
 import struct
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import structlog
@@ -101,10 +105,6 @@ SOLO = Worker()
 
 
 def worker_count(config: EsmdConfig) -> int:
-    """Worker processes to run. With the control-plane API on (``api:``), one: API changes
-    apply live in the process that serves the API; workers do not follow them yet."""
-    if config.api is not None:
-        return 1
     return config.server.workers or usable_cores()
 
 
@@ -121,12 +121,30 @@ def usable_cores(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
     return max(1, min(cores, -(-int(quota) // int(period))))
 
 
+class SupervisedApi(Protocol):
+    """Lambda's ESM API in the supervisor (service/api/supervised.py): it serves the API and
+    writes the store; the workers follow the store."""
+
+    async def open(
+        self, observe: Callable[[str, float | None], dict[str, Any] | None]
+    ) -> list[web.RouteDef]: ...
+
+    async def close(self) -> None: ...
+
+
 class Supervisor:
     """Starts the workers, restarts one that dies, serves /metrics, /healthz and /readyz for
     all of them, and passes SIGTERM on (a second SIGTERM too, which makes them abandon)."""
 
-    def __init__(self, config: EsmdConfig, config_path: str, argv: list[str]) -> None:
+    def __init__(
+        self,
+        config: EsmdConfig,
+        config_path: str,
+        argv: list[str],
+        api: SupervisedApi | None = None,
+    ) -> None:
         self.config = config
+        self.api = api
         self.count = worker_count(config)
         self._path = config_path
         self._argv = argv
@@ -148,6 +166,8 @@ class Supervisor:
         finally:
             if self._runner is not None:
                 await self._runner.cleanup()
+            if self.api is not None:
+                await self.api.close()
             shutil.rmtree(self._dir, ignore_errors=True)
             self._log.info("stopped")
         return 0
@@ -190,6 +210,7 @@ class Supervisor:
                 "/mappings": self._mappings,
             },
             self.config.server.token,
+            await self.api.open(self._observed) if self.api is not None else None,
         )
 
     async def _metrics(self, _: web.Request) -> web.Response:
@@ -224,12 +245,29 @@ class Supervisor:
 
     async def _mappings(self, _: web.Request) -> web.Response:
         """Every worker's mappings, each status marked with its worker."""
+        found = self._statuses()
+        return web.Response(body=orjson.dumps({"mappings": found}), content_type="application/json")
+
+    def _statuses(self) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         for index in range(self.count):
             path = self._dir / f"status-{index}.json"
-            if path.exists():
+            try:
                 found += [{**m, "worker": index} for m in orjson.loads(path.read_bytes())]
-        return web.Response(body=orjson.dumps({"mappings": found}), content_type="application/json")
+            except (OSError, orjson.JSONDecodeError):  # not written yet, or being written
+                continue
+        return found
+
+    def _observed(self, uuid: str, revision: float | None) -> dict[str, Any] | None:
+        """A mapping's status as the workers report it (an Enabled one first), for the API;
+        with ``revision``, only from workers that run that revision (its LastModified)."""
+        reports = [
+            m
+            for m in self._statuses()
+            if m.get("uuid") == uuid and (revision is None or m.get("revision") == revision)
+        ]
+        reports.sort(key=lambda m: m.get("state") != "Enabled")
+        return reports[0] if reports else None
 
     def _ready(self, index: int) -> bool:
         proc = self._procs.get(index)

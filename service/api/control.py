@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -78,11 +79,26 @@ class Entry:
         return (self.transition or self.mapping.state).value
 
 
+#: a mapping's status as the processes that run it report it (worker processes), by UUID
+#: and the LastModified of the revision wanted (None: any revision, file mappings)
+Observe = Callable[[str, float | None], dict[str, Any] | None]
+
+
 class Control:
-    def __init__(self, esmd: EsmdConfig, runner: Runner, store: SqliteMappingStore) -> None:
+    def __init__(
+        self,
+        esmd: EsmdConfig,
+        runner: Runner,
+        store: SqliteMappingStore,
+        observe: Observe | None = None,
+    ) -> None:
         self.esmd = esmd
         self.runner = runner
         self.store = store
+        #: with worker processes: their reports, since this process runs no mapping
+        self.observe = observe
+        #: the LastModified each running API mapping was started with (see ``revision``)
+        self._revisions: dict[Mapping, float] = {}
         self.entries: dict[str, Entry] = {}  # by UUID
         self._changes: set[asyncio.Task[None]] = set()
         #: one change at a time: an operation's store write and its entry go together
@@ -122,7 +138,7 @@ class Control:
             wanted.add(config.uuid)
             entry = self.entries.get(config.uuid)
             if entry is None:
-                mapping = self.runner.start_mapping(config)
+                mapping = self._start(config, stored.last_modified)
                 self.entries[config.uuid] = Entry(
                     mapping, False, stored.properties, stored.last_modified
                 )
@@ -178,7 +194,7 @@ class Control:
                 raise ApiError("ResourceConflictException", f"{config.Name!r} already exists")
             now = time.time()
             await self.store.put(Stored(config.Name, properties, now))
-            entry = Entry(self.runner.start_mapping(config), False, properties, now)
+            entry = Entry(self._start(config, now), False, properties, now)
             self.entries[config.uuid] = entry
         self._log.info("mapping created", mapping=config.Name, uuid=config.uuid)
         return self.view(entry)
@@ -209,7 +225,7 @@ class Control:
             else State.UPDATING
         )
         entry.applied.clear()
-        self._background(self._replace(entry, config), f"update {config.Name}")
+        self._background(self._replace(entry, config, modified), f"update {config.Name}")
 
     async def delete(self, uuid: str) -> dict[str, Any]:
         async with self._lock:
@@ -248,14 +264,28 @@ class Control:
         self._changes.add(task)
         task.add_done_callback(self._changes.discard)
 
-    async def _replace(self, entry: Entry, config: MappingConfig) -> None:
-        await self.runner.retire_mapping(entry.mapping)
-        entry.mapping = self.runner.start_mapping(config)
+    def _start(self, config: MappingConfig, modified: float) -> Mapping:
+        mapping = self.runner.start_mapping(config)
+        self._revisions[mapping] = modified
+        return mapping
+
+    def revision(self, mapping: Mapping) -> float | None:
+        """The LastModified an API mapping runs (worker processes report it, so the
+        supervisor knows when they run the latest); None for the file's mappings."""
+        return self._revisions.get(mapping)
+
+    async def _retire(self, mapping: Mapping) -> None:
+        await self.runner.retire_mapping(mapping)
+        self._revisions.pop(mapping, None)
+
+    async def _replace(self, entry: Entry, config: MappingConfig, modified: float) -> None:
+        await self._retire(entry.mapping)
+        entry.mapping = self._start(config, modified)
         entry.applied.set()
         self._log.info("mapping updated", mapping=config.Name, uuid=config.uuid)
 
     async def _remove(self, entry: Entry) -> None:
-        await self.runner.retire_mapping(entry.mapping)
+        await self._retire(entry.mapping)
         self.entries.pop(entry.uuid, None)
         entry.applied.set()
         self._log.info("mapping deleted", mapping=entry.mapping.name, uuid=entry.uuid)
@@ -300,9 +330,14 @@ class Control:
         """The mapping as an EventSourceMappingConfiguration."""
         m = entry.mapping
         cfg = entry.current
-        if entry.transition is not None and entry.applied.is_set() and m.ready:
+        wanted = None if entry.from_file else entry.last_modified
+        live = self.observe(cfg.uuid, wanted) if self.observe is not None else None
+        running = State(live["state"]) if live else m.state
+        reason = (live or {}).get("state_reason") or m.state_reason
+        settled = running in (State.ENABLED, State.DISABLED)
+        if entry.transition is not None and entry.applied.is_set() and settled:
             entry.transition = None
-        state = entry.transition or m.state
+        state = entry.transition or running
         props = cfg.model_dump(mode="json", exclude_none=True)
         esmd = self.esmd
         extra = {
@@ -314,8 +349,8 @@ class Control:
             "MaximumBatchingWindowInSeconds": cfg.batching_window_seconds,
             "LastModified": entry.last_modified,
             "State": state.value,
-            "StateTransitionReason": m.state_reason or USER_INITIATED,
-            "LastProcessingResult": _last_result(m),
+            "StateTransitionReason": reason or USER_INITIATED,
+            "LastProcessingResult": _last_result(m, live),
         }
         return config_to_response(props, extra)
 
@@ -339,11 +374,13 @@ def _same_source_and_function(a: MappingConfig, b: MappingConfig) -> bool:
     return key(a) == key(b)
 
 
-def _last_result(m: Mapping) -> str:
+def _last_result(m: Mapping, live: dict[str, Any] | None) -> str:
     """AWS's LastProcessingResult: a problem while the source or target fails, else whether
-    records were processed."""
-    if m.last_error and m.state_reason not in (None, USER_INITIATED):
-        return f"PROBLEM: {m.state_reason}: {m.last_error}"
+    records were processed (in this process: worker processes report no counts)."""
+    reason = live.get("state_reason") if live else m.state_reason
+    error = live.get("last_error") if live else m.last_error
+    if error and reason not in (None, USER_INITIATED):
+        return f"PROBLEM: {reason}: {error}"
     invoked = m.metrics.metrics.registry.get_sample_value(
         "esm_invoked_events_total", {"mapping": m.name, "source": m.metrics.source}
     )

@@ -24,3 +24,14 @@ def slow_kafka_records(event: dict[str, Any], context: Any) -> None:
 
     time.sleep(float(os.environ.get("ESMD_TEST_SLEEP", "0.1")))
     kafka_records(event, context)
+
+
+def sqs_bodies(event: dict[str, Any], context: Any) -> None:
+    """Each SQS record's body and the batch size, with the worker's pid."""
+    size = len(event["Records"])
+    lines = [
+        json.dumps({"body": json.loads(r["body"]), "batch": size, "pid": os.getpid()})
+        for r in event["Records"]
+    ]
+    with open(os.environ["ESMD_TEST_OUT"], "a") as out:
+        out.write("\n".join(lines) + "\n")
