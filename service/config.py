@@ -81,19 +81,7 @@ class ServerConfig(_Model):
         """env:NAME and file:PATH are read once, at load; the token is never shown."""
         if value is None:
             return None
-        given = value.get_secret_value()
-        if given.startswith("env:"):
-            found = os.environ.get(given.removeprefix("env:"))
-            if not found:
-                raise ValueError(f"environment variable {given.removeprefix('env:')} is not set")
-            given = found
-        elif given.startswith("file:"):
-            try:
-                given = Path(given.removeprefix("file:")).read_text().strip()
-            except OSError as exc:
-                raise ValueError(
-                    f"cannot read {given.removeprefix('file:')}: {exc.strerror}"
-                ) from None
+        given = _read_secret(value.get_secret_value())
         if len(given) < 16:
             raise ValueError("use a token of 16 characters or more")
         return SecretStr(given)
@@ -106,6 +94,22 @@ class ServerConfig(_Model):
     def host_port(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")
         return host or "0.0.0.0", int(port)
+
+
+def _read_secret(given: str) -> str:
+    """A secret given as itself, as ``env:NAME`` (an environment variable) or as
+    ``file:PATH`` (a mounted secret), read once at load."""
+    if given.startswith("env:"):
+        found = os.environ.get(given.removeprefix("env:"))
+        if not found:
+            raise ValueError(f"environment variable {given.removeprefix('env:')} is not set")
+        return found
+    if given.startswith("file:"):
+        try:
+            return Path(given.removeprefix("file:")).read_text().strip()
+        except OSError as exc:
+            raise ValueError(f"cannot read {given.removeprefix('file:')}: {exc.strerror}") from None
+    return given
 
 
 class ScalingSettings(_Model):
@@ -219,7 +223,14 @@ class ApiCredential(_Model):
     """One SigV4 key pair that may call the control-plane API (boto3, the AWS CLI)."""
 
     access_key_id: str = Field(min_length=1)
-    secret_access_key: SecretStr
+    secret_access_key: SecretStr = Field(
+        description="The secret itself (say ${ESMD_API_SECRET}), env:NAME or file:PATH"
+    )
+
+    @field_validator("secret_access_key", mode="after")
+    @classmethod
+    def _secret(cls, value: SecretStr) -> SecretStr:
+        return SecretStr(_read_secret(value.get_secret_value()))
 
 
 class ApiConfig(_Model):

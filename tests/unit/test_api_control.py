@@ -100,3 +100,20 @@ async def test_invalid_requests_name_the_field(tmp_path: Path) -> None:
 
 def test_states_include_the_apis() -> None:
     assert {State.UPDATING.value, State.DELETING.value} == {"Updating", "Deleting"}
+
+
+def test_api_secrets_may_come_from_env_or_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ESMD_TEST_API_SECRET", "from-env")
+    (tmp_path / "secret").write_text("from-file\n")
+    keys = [
+        {"access_key_id": "A", "secret_access_key": "env:ESMD_TEST_API_SECRET"},
+        {"access_key_id": "B", "secret_access_key": f"file:{tmp_path / 'secret'}"},
+        {"access_key_id": "C", "secret_access_key": "plain"},
+    ]
+    api = parse_config({"api": {"credentials": keys}}).api
+    assert api is not None
+    found = {c.access_key_id: c.secret_access_key.get_secret_value() for c in api.credentials}
+    assert found == {"A": "from-env", "B": "from-file", "C": "plain"}
+    assert "from-env" not in repr(api)
