@@ -96,6 +96,11 @@ class ServerConfig(_Model):
         return host or "0.0.0.0", int(port)
 
 
+def mapping_uuid(name: str) -> str:
+    """The UUID of the mapping named ``name`` (MappingConfig.uuid)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"esmd:mapping:{name}"))
+
+
 def _read_secret(given: str) -> str:
     """A secret given as itself, as ``env:NAME`` (an environment variable) or as
     ``file:PATH`` (a mounted secret), read once at load."""
@@ -458,7 +463,7 @@ class MappingConfig(_Model):
     @property
     def uuid(self) -> str:
         """A stable UUID for the mapping, derived from its name (AWS assigns one at creation)."""
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, f"esmd:mapping:{self.Name}"))
+        return mapping_uuid(self.Name)
 
     @property
     def batch_size(self) -> int:

@@ -28,7 +28,7 @@ import structlog
 
 from service.api.shapes import ApiError, config_to_response, invalid, request_to_config
 from service.api.store import SqliteMappingStore, Stored
-from service.config import ConfigError, EsmdConfig, MappingConfig, parse_mapping
+from service.config import ConfigError, EsmdConfig, MappingConfig, mapping_uuid, parse_mapping
 from service.errors import USER_INITIATED
 from service.mapping import Mapping, State
 from service.targets import TARGETS
@@ -132,6 +132,10 @@ class Control:
         """Start, replace or remove API mappings so the set matches the store's rows."""
         wanted: set[str] = set()
         for stored in rows:
+            known = self.entries.get(mapping_uuid(stored.name))
+            if known is not None and not known.from_file and not _outdated(known, stored):
+                wanted.add(known.uuid)  # unchanged, or our own change being applied
+                continue
             config = self._stored_config(stored)
             if config is None:
                 continue
