@@ -9,7 +9,7 @@ import base64
 import contextlib
 import json
 import os
-import shutil
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,10 @@ def unsigned(daemon: Daemon) -> Any:
     )
 
 
+#: the AWS CLI the dev extras install into this venv (PyPI awscli), not whatever is on PATH
+AWS_CLI = str(Path(sys.executable).with_name("aws"))
+
+
 async def aws_cli(daemon: Daemon, *args: str) -> tuple[int, Any, str]:
     """``aws lambda ARGS --endpoint-url ...``: exit code, parsed stdout, stderr."""
     host, port = daemon.address
@@ -281,7 +285,7 @@ async def aws_cli(daemon: Daemon, *args: str) -> tuple[int, Any, str]:
     }
     env.pop("AWS_PROFILE", None)
     proc = await asyncio.create_subprocess_exec(
-        "aws",
+        AWS_CLI,
         "lambda",
         *args,
         "--endpoint-url",
@@ -297,7 +301,6 @@ async def aws_cli(daemon: Daemon, *args: str) -> tuple[int, Any, str]:
     return proc.returncode, json.loads(out) if out.strip() else None, err.decode()
 
 
-@pytest.mark.skipif(shutil.which("aws") is None, reason="the AWS CLI is not installed")
 async def test_the_aws_cli_manages_mappings(
     elasticmq_endpoint: str, tmp_path: Path, unique: str
 ) -> None:
