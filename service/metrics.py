@@ -51,7 +51,9 @@ class Metrics:
         self.failed_invoke = counter(
             "esm_failed_invoke_events", "Records in invocations that failed"
         )
-        self.dropped = counter("esm_dropped_events", "Records given up on with no destination")
+        self.dropped = counter(
+            "esm_dropped_events", "Records given up on that no destination accepted (or none set)"
+        )
         self.on_failure_delivered = counter(
             "esm_on_failure_destination_delivered_events",
             "Records sent to the OnFailure destination",

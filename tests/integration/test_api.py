@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +19,9 @@ import botocore.exceptions
 import pytest
 from botocore.config import Config
 
-from service.config import parse_config
 from service.daemon import Daemon
 from tests.integration import collect, sqs_handlers
-from tests.integration.kafka_helpers import create_topic, produce_json, wait_for
+from tests.integration.kafka_helpers import create_topic, produce_json, running_daemon, wait_for
 from tests.integration.test_sqs import make_queue, send, sqs  # noqa: F401 (fixture)
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(60)]
@@ -39,20 +37,6 @@ def esmd_config(elasticmq: str, tmp_path: Path, function: str) -> dict[str, Any]
         "api": {"credentials": [{"access_key_id": KEY, "secret_access_key": SECRET}]},
         "functions": {function: {"python": "tests.integration.sqs_handlers:collect"}},
     }
-
-
-@contextlib.asynccontextmanager
-async def running(config: dict[str, Any]) -> AsyncIterator[Daemon]:
-    daemon = Daemon(parse_config(config, "test"))
-    task = asyncio.create_task(daemon.run(handle_signals=False))
-    try:
-        async with asyncio.timeout(10):
-            while daemon._runner is None or not daemon._runner.addresses:
-                await asyncio.sleep(0.01)
-        yield daemon
-    finally:
-        daemon.request_stop()
-        await task
 
 
 def client(daemon: Daemon, key: str = KEY, secret: str = SECRET) -> Any:
@@ -90,7 +74,7 @@ async def test_create_deliver_update_disable_delete(
     fn = f"api-{unique}"
     # a stopped mapping's cancelled long poll may still take a message on the server: 2 s
     url, arn = await make_queue(sqs, fn, VisibilityTimeout="2")
-    async with running(esmd_config(elasticmq_endpoint, tmp_path, fn)) as daemon:
+    async with running_daemon(esmd_config(elasticmq_endpoint, tmp_path, fn)) as daemon:
         lam = client(daemon)
         created = await call(
             lam.create_event_source_mapping,
@@ -159,7 +143,7 @@ async def test_errors_raise_the_aws_exception_classes(
     arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}"
     config = esmd_config(elasticmq_endpoint, tmp_path, fn)
     config["mappings"] = [file_mapping(fn, arn)]
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         lam = client(daemon)
         errors = lam.exceptions
         with pytest.raises(errors.ResourceNotFoundException):
@@ -205,7 +189,7 @@ async def test_list_paginates_and_a_restart_keeps_api_mappings(
     config = esmd_config(elasticmq_endpoint, tmp_path, fn)
     config["mappings"] = [file_mapping(fn, f"arn:aws:sqs:us-east-1:000000000000:{fn}-file")]
     created = set()
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         lam = client(daemon)
         for i in range(61):
             arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}-{i}"
@@ -225,7 +209,7 @@ async def test_list_paginates_and_a_restart_keeps_api_mappings(
         assert created < set(seen)
         one = next(iter(created))
         await call(lam.update_event_source_mapping, UUID=one, BatchSize=7)
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         lam = client(daemon)
         listed = await call(lam.list_event_source_mappings, FunctionName=fn, MaxItems=100)
         assert {m["UUID"] for m in listed["EventSourceMappings"]} > created
@@ -235,7 +219,7 @@ async def test_list_paginates_and_a_restart_keeps_api_mappings(
 async def test_unsigned_wrongly_signed_and_unknown_keys_are_refused(
     elasticmq_endpoint: str, tmp_path: Path, unique: str
 ) -> None:
-    async with running(esmd_config(elasticmq_endpoint, tmp_path, unique)) as daemon:
+    async with running_daemon(esmd_config(elasticmq_endpoint, tmp_path, unique)) as daemon:
         cases = {
             "InvalidSignatureException": client(daemon, secret="not-the-secret"),
             "UnrecognizedClientException": client(daemon, key="AKIDUNKNOWN"),
@@ -254,7 +238,7 @@ async def test_without_an_api_section_the_paths_are_not_found(
 ) -> None:
     config = esmd_config(elasticmq_endpoint, tmp_path, unique)
     del config["api"]
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         with pytest.raises(botocore.exceptions.ClientError) as caught:
             await call(client(daemon).list_event_source_mappings)
         assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 404
@@ -306,7 +290,7 @@ async def test_the_aws_cli_manages_mappings(
 ) -> None:
     fn = f"api-cli-{unique}"
     arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}"
-    async with running(esmd_config(elasticmq_endpoint, tmp_path, fn)) as daemon:
+    async with running_daemon(esmd_config(elasticmq_endpoint, tmp_path, fn)) as daemon:
         rc, made, err = await aws_cli(
             daemon,
             "create-event-source-mapping",
@@ -360,7 +344,7 @@ async def test_a_kafka_mapping_filter_update_disable_enable_delete(
     def batch(start: int) -> list[tuple[int, dict[str, Any]]]:
         return [(0, {"n": i, "status": "a" if i % 2 else "b"}) for i in range(start, start + 10)]
 
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         lam = client(daemon)
         made = await call(
             lam.create_event_source_mapping,
@@ -391,7 +375,7 @@ async def test_a_kafka_mapping_filter_update_disable_enable_delete(
         await wait_for(lambda: len(kafka_values(fn)) == 15, 20, "delivery after enable")
         assert sorted(v["n"] for v in kafka_values(fn)[10:]) == [20, 22, 24, 26, 28]
 
-    async with running(config) as daemon:  # a restart: the mapping and its offsets stay
+    async with running_daemon(config) as daemon:  # a restart: the mapping and its offsets stay
         lam = client(daemon)
         await produce_json(kafka_bootstrap, topic, batch(30))
         await wait_for(lambda: len(kafka_values(fn)) == 20, 20, "delivery after a restart")
@@ -406,7 +390,7 @@ async def test_two_processes_sharing_the_store_converge(
     fn = f"api-two-{unique}"
     arn = f"arn:aws:sqs:us-east-1:000000000000:{fn}"
     config = esmd_config(elasticmq_endpoint, tmp_path, fn)
-    async with running(config) as one, running(config) as two:
+    async with running_daemon(config) as one, running_daemon(config) as two:
         lam_one, lam_two = client(one), client(two)
         made = await call(
             lam_one.create_event_source_mapping, EventSourceArn=arn, FunctionName=fn, Enabled=False
@@ -430,6 +414,6 @@ async def test_unsigned_requests_from_loopback_pass_when_allowed(
 ) -> None:
     config = esmd_config(elasticmq_endpoint, tmp_path, unique)
     config["api"] = {"allow_unauthenticated_on_loopback": True}
-    async with running(config) as daemon:
+    async with running_daemon(config) as daemon:
         listed = await call(unsigned(daemon).list_event_source_mappings)
         assert listed["EventSourceMappings"] == []
