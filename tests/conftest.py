@@ -62,3 +62,10 @@ def prometheus_endpoint() -> str:
 def mongo_endpoint() -> str:
     """mongo-java-server (the DocumentDB stand-in, service/devtools/EsmdMongoServer.java)."""
     return servers.mongo_endpoint()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_endpoint() -> str:
+    """The shared RabbitMQ node (Debian's package, unpacked into .cache/): amqp://host:port;
+    user service.devtools.rabbitmq.USER on the vhosts / and esmd."""
+    return servers.rabbitmq_endpoint()
