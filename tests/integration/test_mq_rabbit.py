@@ -5,16 +5,19 @@ restarted mid-run, wrong credentials."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aio_pika
 import pytest
 from aws_lambda_powertools.utilities.data_classes.rabbit_mq_event import RabbitMQEvent
 
-from service.devtools import rabbitmq
+from service.devtools import rabbitmq, servers
+from service.devtools.servers import Server
 from tests.integration import mq_handlers
 from tests.integration.kafka_helpers import running_daemon, wait_for
 
@@ -125,3 +128,154 @@ async def test_in_order_in_lambdas_event_shape(
     absent = ("correlationId", "replyTo", "expiration", "timestamp", "type", "userId", "appId")
     assert [first["basicProperties"][key] for key in absent] == [None] * len(absent)
     assert props.cluster_id == ""  # aio-pika sends an empty cluster-id
+
+
+async def remaining(channel: aio_pika.abc.AbstractChannel, queue: str) -> int:
+    """Messages in the queue, ready or not (a passive declare; nothing consumes it now)."""
+    declared = await channel.declare_queue(queue, passive=True)
+    return declared.declaration_result.message_count or 0
+
+
+async def test_filtered_out_messages_are_acknowledged(
+    channel: aio_pika.abc.AbstractChannel, rabbitmq_endpoint: str, unique: str, credentials: Any
+) -> None:
+    name, queue = f"rmq-filter-{unique}", f"filter-{unique}"
+    await channel.declare_queue(queue, durable=True)
+    sent = [
+        json.dumps({"kind": "keep" if i % 3 == 0 else "drop", "n": i}).encode() for i in range(60)
+    ]
+    await publish(channel, queue, [*sent, b"not json"])
+    credentials(name)
+    pattern = {"Filters": [{"Pattern": json.dumps({"data": {"kind": ["keep"]}})}]}
+    cfg = config(rabbitmq_endpoint, name, queue, FilterCriteria=pattern)
+    async with running_daemon(cfg) as daemon:
+        await wait_for(lambda: len(bodies(name)) >= 20, 30, "the kept messages")
+        mapping = daemon.mappings[0]
+        await wait_for(
+            lambda: mapping.poller is not None and mapping.poller.status()["acknowledged"] == 61,
+            30,
+            "every message acknowledged",
+        )
+    assert bodies(name) == [b for b in sent if b"keep" in b]
+    assert await remaining(channel, queue) == 0
+
+
+async def test_a_failed_batch_is_redelivered_marked_redelivered(
+    channel: aio_pika.abc.AbstractChannel, rabbitmq_endpoint: str, unique: str, credentials: Any
+) -> None:
+    name, queue = f"rmq-redeliver-{unique}", f"redeliver-{unique}"
+    await channel.declare_queue(queue, durable=True)
+    sent = [f"m{i}".encode() for i in range(10)]
+    await publish(channel, queue, sent)
+    credentials(name)
+    async with running_daemon(config(rabbitmq_endpoint, name, queue, "fail_first")):
+        await wait_for(lambda: len(bodies(name)) >= 2 * len(sent), 30, "the batch twice")
+    first, second = mq_handlers.events[name][:2]
+    [failed] = first["rmqMessagesByQueue"].values()
+    [again] = second["rmqMessagesByQueue"].values()
+    assert [m["redelivered"] for m in failed] == [False] * len(sent)
+    assert [m["redelivered"] for m in again] == [True] * len(sent)
+    assert sorted(base64.b64decode(m["data"]) for m in again) == sorted(sent)
+    assert await remaining(channel, queue) == 0
+
+
+async def test_a_poison_message_ends_in_the_dead_letter_queue(
+    channel: aio_pika.abc.AbstractChannel, rabbitmq_endpoint: str, unique: str, credentials: Any
+) -> None:
+    """A quorum queue with a delivery limit dead-letters what keeps failing (docs/mq.md)."""
+    name, queue, dlq = f"rmq-poison-{unique}", f"poison-{unique}", f"poison-dlq-{unique}"
+    await channel.declare_queue(dlq, durable=True)
+    arguments = {
+        "x-queue-type": "quorum",
+        "x-delivery-limit": 2,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": dlq,
+    }
+    await channel.declare_queue(queue, durable=True, arguments=arguments)
+    good = [f"good-{i}".encode() for i in range(5)]
+    await publish(channel, queue, [good[0], good[1], b"poison", *good[2:]])
+    credentials(name)
+    cfg = config(rabbitmq_endpoint, name, queue, "fail_on_poison", BatchSize=1)
+    async with running_daemon(cfg):
+        await wait_for(lambda: bodies(name).count(b"poison") >= 3, 30, "the poison, 3 times")
+        await wait_for(lambda: set(good) <= set(bodies(name)), 30, "the good messages")
+        dead = await channel.declare_queue(dlq, passive=True)
+        message = await wait_for_message(dead)
+    assert message.body == b"poison"
+    assert await remaining(channel, queue) == 0
+
+
+async def wait_for_message(
+    queue: aio_pika.abc.AbstractQueue,
+) -> aio_pika.abc.AbstractIncomingMessage:
+    found: list[aio_pika.abc.AbstractIncomingMessage] = []
+
+    async def arrived() -> bool:
+        message = await queue.get(fail=False, no_ack=True)
+        if message is not None:
+            found.append(message)
+        return bool(found)
+
+    await wait_for(arrived, 30, f"a message in {queue.name}")
+    return found[0]
+
+
+def _reason(daemon: Any, name: str, code: str) -> float:
+    labels = {"mapping": name, "source": "mq", "reason": code}
+    return daemon.metrics.registry.get_sample_value("esm_state_reason", labels) or 0  # type: ignore[no-any-return]
+
+
+async def test_a_wrong_password_is_event_source_authn_error(
+    channel: aio_pika.abc.AbstractChannel, rabbitmq_endpoint: str, unique: str, credentials: Any
+) -> None:
+    name, queue = f"rmq-authn-{unique}", f"authn-{unique}"
+    await channel.declare_queue(queue, durable=True)
+    await publish(channel, queue, [b"kept for the right password"])
+    credentials(name, json.dumps({"username": rabbitmq.USER, "password": "not-it"}))
+    async with running_daemon(config(rabbitmq_endpoint, name, queue)) as daemon:
+        await wait_for(
+            lambda: _reason(daemon, name, "EVENT_SOURCE_AUTHN_ERROR") == 1, 30, "the authn reason"
+        )
+        status = daemon.mappings[0].status()
+        assert status["state_reason"] == "EVENT_SOURCE_AUTHN_ERROR"
+        assert "not-it" not in json.dumps(status)
+    assert bodies(name) == []
+    assert await remaining(channel, queue) == 1
+
+
+#: the restart test's own node: the shared one is never stopped
+PRIVATE_PORT = int(os.environ.get("ESMD_RABBITMQ_RESTART_PORT", "5682"))
+
+
+@pytest.fixture(scope="module")
+def private_broker() -> Iterator[Server]:
+    server = servers.rabbitmq_server("rabbitmq-restart", PRIVATE_PORT)
+    servers.ensure_server(server)
+    try:
+        yield server
+    finally:
+        servers.stop_server(server)
+
+
+async def test_a_broker_restart_mid_run_loses_nothing(
+    private_broker: Server, unique: str, credentials: Any
+) -> None:
+    name, queue = f"rmq-restart-{unique}", f"restart-{unique}"
+    connection = await aio_pika.connect(amqp_url(private_broker.address))
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(queue, durable=True)
+        sent = [f"r{i}".encode() for i in range(400)]
+        await publish(channel, queue, sent)
+    credentials(name)
+    cfg = config(private_broker.address, name, queue, "slow_collect", BatchSize=10)
+    async with running_daemon(cfg):
+        await wait_for(lambda: len(bodies(name)) >= 50, 30, "a first part")
+        await asyncio.to_thread(servers.stop_server, private_broker)
+        seen = len(bodies(name))
+        await asyncio.to_thread(servers.ensure_server, private_broker)
+        await wait_for(lambda: set(bodies(name)) >= set(sent), 60, "every message after it")
+    assert seen < len(sent), "the restart came after the end: make the function slower"
+    connection = await aio_pika.connect(amqp_url(private_broker.address))
+    async with connection:
+        assert await remaining(await connection.channel(), queue) == 0
