@@ -406,6 +406,7 @@ class MqPoller:
         for consumer, deliveries in by_consumer.values():
             if ack:
                 self._acked += len(deliveries)
+                self._context.metrics.deleted.inc(len(deliveries))
                 self._spawn(consumer.ack(deliveries))
             else:
                 self._spawn(consumer.nack(deliveries))
