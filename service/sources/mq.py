@@ -252,9 +252,10 @@ class MqPoller:
         self._stopping.set()
 
     def status(self) -> dict[str, Any]:
-        lane = self._lane
+        lane, engine = self._lane, self._engine
         return {
             "queue": self._queue,
+            "endpoints": list(engine.endpoints) if engine else [],
             "consumers": self._pool.size if self._pool else 0,
             "prefetch": self._prefetch,
             "queued": lane.queued if lane else 0,

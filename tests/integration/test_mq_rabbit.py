@@ -20,6 +20,7 @@ from service.devtools import rabbitmq, servers
 from service.devtools.servers import Server
 from tests.integration import mq_handlers
 from tests.integration.kafka_helpers import running_daemon, wait_for
+from tests.integration.stream_helpers import client
 
 pytestmark = pytest.mark.integration
 ARN = "arn:aws:mq:us-east-1:123456789012:broker:esmd-test:b-0f3c2a1e-8d6b-4f2a-9c1e-1234567890ab"
@@ -279,3 +280,41 @@ async def test_a_broker_restart_mid_run_loses_nothing(
     connection = await aio_pika.connect(amqp_url(private_broker.address))
     async with connection:
         assert await remaining(await connection.channel(), queue) == 0
+
+
+async def test_without_a_configured_endpoint_describe_broker_finds_it(
+    moto_endpoint: str, unique: str, credentials: Any
+) -> None:
+    """On AWS: the engine and endpoints come from the MQ API (moto_server here; its broker's
+    endpoint is not a real host, so the consumer keeps retrying it)."""
+    async with client("mq", moto_endpoint) as api:
+        created = await api.create_broker(
+            BrokerName=f"esmd-{unique}",
+            EngineType="RABBITMQ",
+            EngineVersion="3.10.20",
+            HostInstanceType="mq.m5.large",
+            DeploymentMode="SINGLE_INSTANCE",
+            PubliclyAccessible=False,
+            AutoMinorVersionUpgrade=False,
+            Users=[{"Username": "esmd", "Password": "not-used-here"}],
+        )
+        described = await api.describe_broker(BrokerId=created["BrokerId"])
+    [endpoints] = [i["Endpoints"] for i in described["BrokerInstances"]]
+    name = f"rmq-describe-{unique}"
+    arn = f"arn:aws:mq:us-east-1:123456789012:broker:esmd-{unique}:{created['BrokerId']}"
+    cfg = config("unused", name, "q")
+    del cfg["mq"]
+    cfg["aws"] = {"endpoint_url": moto_endpoint}
+    cfg["mappings"][0]["EventSourceArn"] = arn
+    credentials(name)
+    async with running_daemon(cfg) as daemon:
+        mapping = daemon.mappings[0]
+        await wait_for(
+            lambda: mapping.poller is not None and mapping.poller.status()["endpoints"],
+            30,
+            "the broker's endpoints",
+        )
+        assert mapping.poller is not None
+        assert mapping.poller.status()["endpoints"] == [
+            e for e in endpoints if e.startswith("amqp")
+        ]
