@@ -180,11 +180,32 @@ class RabbitConsumer:
             raise SourceError(
                 "EVENT_SOURCE_AUTHZ_ERROR", f"RabbitMQ: no access to the queue: {exc}"
             ) from None
-        closings = [channel.closing, connection.closing]
-        await asyncio.wait(closings, return_when=asyncio.FIRST_COMPLETED)
-        for closing in (channel.closing, connection.closing):
-            if closing.done() and not closing.cancelled() and closing.exception() is not None:
-                raise ConnectionError(f"RabbitMQ connection lost: {closing.exception()!r}")
+        await self._until_lost(channel, connection)
+
+    @staticmethod
+    async def _until_lost(
+        channel: aiormq.abc.AbstractChannel, connection: aiormq.abc.AbstractConnection
+    ) -> None:
+        """Wait until the channel or connection closes, or the broker cancels the consumer
+        (the queue was deleted): each is a lost connection to the poller, which reconnects."""
+        cancelled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_cancel(frame: Any) -> None:
+            if not cancelled.done():
+                cancelled.set_result(None)
+
+        channel.on_consumer_cancel_callbacks.add(on_cancel)
+        watched = [channel.closing, connection.closing, cancelled]
+        try:
+            done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            channel.on_consumer_cancel_callbacks.discard(on_cancel)
+            for future in watched:
+                future.cancel()  # observers: cancelling one stops only the watching
+        if cancelled in done:
+            raise ConnectionError("RabbitMQ cancelled the consumer (the queue was deleted?)")
+        causes = [f.exception() for f in done if not f.cancelled() and f.exception()]
+        raise ConnectionError(f"RabbitMQ connection lost: {causes[0] if causes else 'closed'!r}")
 
     async def ack(self, deliveries: Sequence[DeliveredMessage]) -> None:
         await self._answer(deliveries, ack=True)

@@ -318,3 +318,21 @@ async def test_without_a_configured_endpoint_describe_broker_finds_it(
         assert mapping.poller.status()["endpoints"] == [
             e for e in endpoints if e.startswith("amqp")
         ]
+
+
+async def test_a_deleted_queue_cancels_the_consumer_which_comes_back_when_it_does(
+    channel: aio_pika.abc.AbstractChannel, rabbitmq_endpoint: str, unique: str, credentials: Any
+) -> None:
+    name, queue = f"rmq-deleted-{unique}", f"deleted-{unique}"
+    declared = await channel.declare_queue(queue, durable=True)
+    await publish(channel, queue, [b"before"])
+    credentials(name)
+    async with running_daemon(config(rabbitmq_endpoint, name, queue)) as daemon:
+        await wait_for(lambda: bodies(name) == [b"before"], 30, "the first message")
+        await declared.delete(if_unused=False, if_empty=False)
+        polling = {"mapping": name, "source": "mq", "kind": "polling"}
+        errors = daemon.metrics.registry.get_sample_value
+        await wait_for(lambda: (errors("esm_errors_total", polling) or 0) >= 1, 30, "the loss")
+        await channel.declare_queue(queue, durable=True)
+        await publish(channel, queue, [b"after"])
+        await wait_for(lambda: bodies(name) == [b"before", b"after"], 30, "the second message")
