@@ -8,14 +8,10 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "service"
@@ -145,18 +141,40 @@ def test_the_dev_tooling_needs_only_the_standard_library() -> None:
     assert proc.stdout.split() == ["service"], proc.stdout
 
 
-def _import_alone(module: str) -> tuple[str, str | None]:
-    proc = _python(f"import {module}")
-    return module, (proc.stderr.strip() or f"exit {proc.returncode}") if proc.returncode else None
+#: imports every module named on the command line, each in a child forked from one parent
+#: that has loaded only third-party packages, so a child pays for ``service`` alone
+IMPORT_EACH_ALONE = textwrap.dedent(
+    """
+    import importlib, os, sys, traceback
+
+    for heavy in ("aiobotocore.session", "aiokafka", "aiohttp", "pydantic", "structlog",
+                  "prometheus_client", "orjson", "yaml", "pymongo", "aiormq", "uvloop"):
+        try:
+            importlib.import_module(heavy)
+        except ImportError:
+            pass
+    assert not [m for m in sys.modules if m == "service" or m.startswith("service.")]
+    failed = 0
+    for name in sys.argv[1:]:
+        pid = os.fork()
+        if pid == 0:
+            try:
+                importlib.import_module(name)
+            except BaseException:
+                print(f"import {name}:\\n{traceback.format_exc()}", flush=True)
+                os._exit(1)
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        failed += status != 0
+    sys.exit(1 if failed else 0)
+    """
+)
 
 
-@pytest.mark.timeout(120)
 def test_each_module_imports_alone() -> None:
-    """One fresh interpreter per module (about 10 s for the package on 2 cores, run in
-    parallel): an import cycle broken only by who imports first fails here."""
+    """Each module imported first in a fresh interpreter (a fork of one that loaded only
+    third-party packages): an import cycle broken only by who imports first fails here."""
     modules = service_modules()
     assert len(modules) > 20 and "service.devtools.servers" in modules
-    with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        results = list(pool.map(_import_alone, modules))
-    failures = {module: error for module, error in results if error is not None}
-    assert not failures, "\n\n".join(f"import {m}:\n{e}" for m, e in failures.items())
+    proc = _python(IMPORT_EACH_ALONE, *modules, timeout=240)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
