@@ -27,10 +27,11 @@ Then it checks what a user relies on:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -110,6 +111,7 @@ class Producer:
         self.sent = 0
         self.positions: dict[int, Position] = {}
         self._stop = asyncio.Event()
+        self._sending = asyncio.Lock()  # held while a chunk is sent, and while paused
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -128,11 +130,18 @@ class Producer:
         started = time.monotonic()
         while not self._stop.is_set():
             due = int((time.monotonic() - started) * self.rate) + self.rate // 2
-            if due > self.sent:
-                ids = list(range(self.sent, due))
-                self.positions |= await self.source.produce(ids)
-                self.sent = due
+            async with self._sending:
+                if due > self.sent:
+                    ids = list(range(self.sent, due))
+                    self.positions |= await self.source.produce(ids)
+                    self.sent = due
             await asyncio.sleep(0.2)
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """No sending meanwhile (the broker is down); the backlog is sent after."""
+        async with self._sending:
+            yield
 
 
 async def chaos_run(
@@ -168,7 +177,8 @@ async def chaos_run(
         for n, disrupt in enumerate(disruptions):
             await _moment(source, sink, rng, f"disruption {n + 1}")
             unacked |= await _unacknowledged(source, positions)
-            await disrupt()
+            async with producer.paused():
+                await disrupt()
         records = await producer.stop()
         counters = await _settled(esmd, source, timeout)
         assert esmd.stop() == 0, f"esmd did not exit cleanly; see {folder}/esmd.log"
