@@ -27,6 +27,10 @@ target), once every polled record is settled:
   and is delivered again, so with commit errors only ``deleted <= filtered_out + succeeded``
   holds, the difference being messages delivered twice.
 
+And Kafka's ``esm_committed_events_total`` counts offsets committed past since the first
+record polled, so ``committed <= polled`` (equal when each record was read once): a commit
+past a record not yet settled shows as ``committed > polled``.
+
 The issue's shorthand "polled = filtered + invoked + dropped, invoked = succeeded +
 on-failure delivered" holds only when every record is invoked once; these are its exact form.
 """
@@ -83,6 +87,8 @@ def imbalances(c: Counters, succeeded: int, *, redelivery: bool) -> list[str]:
         ),
     ]
     problems = [f"{rule}: {left:g} != {right:g}" for rule, left, right in checks if left != right]
+    if c.committed > c.polled:
+        problems.append(f"committed <= polled: {c.committed:g} > {c.polled:g}")
     if redelivery:
         acknowledged = c.filtered_out + succeeded
         if c.commit_errors == 0 and c.deleted != acknowledged:

@@ -42,11 +42,16 @@ class EsmdProcess:
     ) -> None:
         self.folder = folder
         self.config_path = folder / "esmd.yaml"
-        self.config_path.write_bytes(orjson.dumps(config))  # JSON is YAML
-        self.port = int(str(config["server"]["listen"]).rsplit(":", 1)[1])
+        self.port = 0
+        self.configure(config)
         self._log_level = log_level
         self._env = env or {}
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def configure(self, config: dict[str, Any]) -> None:
+        """The config the next start runs with."""
+        self.config_path.write_bytes(orjson.dumps(config))  # JSON is YAML
+        self.port = int(str(config["server"]["listen"]).rsplit(":", 1)[1])
 
     @property
     def pid(self) -> int:

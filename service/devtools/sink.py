@@ -53,10 +53,10 @@ class Sink:
         self.delivered: dict[str, Counter[int]] = {}
         self.invocations: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
-        #: successes per generation: a run bumps ``generation`` when it starts a new daemon,
-        #: so a request the old one sent before it died does not count for the new one
-        self.generation = 0
-        self.by_generation: Counter[int] = Counter()
+        #: successes by the URL's optional last segment: a run that restarts a daemon gives
+        #: each start its own (``<base>/<function>/<n>``), so a request that a killed daemon
+        #: sent, read by the sink only later, never counts for the next one
+        self.by_generation: Counter[str] = Counter()
         self.url: str | None = None
         self._random = random.Random(seed)
         self._runner: web.AppRunner | None = None
@@ -65,6 +65,7 @@ class Sink:
         """Serve; returns the base URL (a function's URL is ``<base>/<function>``)."""
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/{function}", self._invoke)
+        app.router.add_post("/{function}/{generation}", self._invoke)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
@@ -84,7 +85,7 @@ class Sink:
 
     async def _invoke(self, request: web.Request) -> web.Response:
         function = request.match_info["function"]
-        generation = self.generation
+        generation = request.match_info.get("generation", "")
         event = orjson.loads(await request.read())
         self.invocations[function] += 1
         if self.delay:

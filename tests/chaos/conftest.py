@@ -26,7 +26,9 @@ def seed() -> int:
 
 @pytest.fixture
 async def sink(seed: int) -> AsyncIterator[Sink]:
-    s = Sink(seed=seed, delay=0.05)
+    # each invocation takes 0.5 s and the sources' rates pass what the lanes carry: lanes stay
+    # busy, so a kill or a commit lands while a batch is in flight, where a wrong position hurts
+    s = Sink(seed=seed, delay=0.5)
     await s.start()
     yield s
     await s.close()

@@ -163,16 +163,17 @@ async def chaos_run(
     producer = Producer(source, rate)
     producer.start()
     positions = producer.positions
-    esmd = EsmdProcess(daemon_config(source, sink), folder, "WARNING", CREDENTIALS)
+    esmd = EsmdProcess(daemon_config(source, sink, 0), folder, "WARNING", CREDENTIALS)
     unacked: set[int] = set()  # records not acknowledged at some disruption
     records = 0
     try:
         for n in range(kills):
+            esmd.configure(daemon_config(source, sink, n))
             esmd.start()
             await _moment(source, sink, rng, f"kill {n + 1}")
             esmd.kill()
             unacked |= await _unacknowledged(source, positions)
-        sink.generation += 1  # the last process's successes
+        esmd.configure(daemon_config(source, sink, kills))
         esmd.start()
         for n, disrupt in enumerate(disruptions):
             await _moment(source, sink, rng, f"disruption {n + 1}")
@@ -185,12 +186,13 @@ async def chaos_run(
     finally:
         await producer.stop()
         esmd.kill()
-    succeeded = sink.by_generation[sink.generation]
+    succeeded = sink.by_generation[str(kills)]  # the last process's
     disrupted = kills + len(disruptions)
     return await _check(source, sink, records, unacked, disrupted, counters, succeeded)
 
 
-def daemon_config(source: Source, sink: Sink) -> dict[str, Any]:
+def daemon_config(source: Source, sink: Sink, start: int) -> dict[str, Any]:
+    """The config of the ``start``-th start: its target URL names it (Sink.by_generation)."""
     assert sink.url is not None, "start the sink first"
     return {
         "server": {
@@ -199,7 +201,9 @@ def daemon_config(source: Source, sink: Sink) -> dict[str, Any]:
             "shutdown_grace_seconds": 10,
         },
         "retry": {"initial_backoff_seconds": 0.1, "max_backoff_seconds": 1},
-        "functions": {source.kind: {"url": f"{sink.url}/{source.kind}", "timeout_seconds": 30}},
+        "functions": {
+            source.kind: {"url": f"{sink.url}/{source.kind}/{start}", "timeout_seconds": 30}
+        },
         **source.config(),
         "mappings": [
             {

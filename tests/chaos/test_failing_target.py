@@ -20,6 +20,6 @@ async def test_kafka_target_failing_30_percent(
 ) -> None:
     sink.failure_rate = 0.3
     source = KafkaSource(kafka_bootstrap, f"chaos-fail-{unique}", destination=True)
-    outcome = await chaos_run(source, sink, tmp_path, rate=300, seed=seed, kills=2)
+    outcome = await chaos_run(source, sink, tmp_path, rate=100, seed=seed, kills=2)
     assert outcome.given_up > 0, "no batch failed twice: the destination went untested"
     assert outcome.counters.failed_invoke > 0

@@ -39,7 +39,7 @@ async def test_kafka_broker_restarted(
         source,
         sink,
         tmp_path,
-        rate=200,
+        rate=100,
         seed=seed,
         disruptions=[restart(private_kafka, 3)],
         timeout=180,

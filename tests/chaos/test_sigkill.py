@@ -19,7 +19,7 @@ async def test_kafka(
     kafka_bootstrap: str, unique: str, sink: Sink, seed: int, tmp_path: Path
 ) -> None:
     source = KafkaSource(kafka_bootstrap, f"chaos-kill-{unique}")
-    await chaos_run(source, sink, tmp_path, rate=300, seed=seed, kills=KILLS)
+    await chaos_run(source, sink, tmp_path, rate=100, seed=seed, kills=KILLS)
 
 
 async def test_sqs(
@@ -33,4 +33,4 @@ async def test_kinesis(
     moto_endpoint: str, unique: str, sink: Sink, seed: int, tmp_path: Path
 ) -> None:
     source = KinesisSource(moto_endpoint, f"chaos-kill-{unique}", tmp_path / "state.db")
-    await chaos_run(source, sink, tmp_path, rate=150, seed=seed, kills=KILLS)
+    await chaos_run(source, sink, tmp_path, rate=60, seed=seed, kills=KILLS)
