@@ -165,7 +165,6 @@ async def chaos_run(
     positions = producer.positions
     esmd = EsmdProcess(daemon_config(source, sink, 0), folder, "WARNING", CREDENTIALS)
     unacked: set[int] = set()  # records not acknowledged at some disruption
-    records = 0
     try:
         for n in range(kills):
             esmd.configure(daemon_config(source, sink, n))
