@@ -143,6 +143,7 @@ class Daemon:
 
     async def _report_ready(self) -> None:
         while True:
+            self.metrics.count_tasks()
             self.worker.report(self.ready, [self._status(m) for m in self.mappings])
             await asyncio.sleep(0.5)
 
@@ -196,6 +197,7 @@ class Daemon:
         )
 
     async def _metrics(self, _: web.Request) -> web.Response:
+        self.metrics.count_tasks()
         body = generate_latest(self.metrics.registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -14,7 +14,9 @@ The set, every series labelled ``mapping`` and ``source``:
   so ``rate()`` and ``increase()`` see the first increment;
 - gauges: ``esm_offset_lag`` (Kafka, ``partition`` label: sum and max are PromQL's),
   ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
-  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight);
+  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight), and
+  esmd's own ``esmd_asyncio_tasks`` (unlabelled: the process's asyncio tasks, set when
+  /metrics is served; a soak run watches it for leaks);
 - histograms: ``esm_batch_size`` (``reason`` the batch closed: size, window, bytes, ...) and
   ``esm_invoke_duration_seconds``.
 
@@ -24,6 +26,7 @@ The dashboard in ``deploy/grafana/esmd-dashboard.json`` queries these names; its
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -118,6 +121,17 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+
+        self.asyncio_tasks = Gauge(
+            "esmd_asyncio_tasks",
+            "asyncio tasks of the daemon's event loop (summed over worker processes)",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+
+    def count_tasks(self) -> None:
+        """Set esmd_asyncio_tasks from the running loop (call it from inside the loop)."""
+        self.asyncio_tasks.set(len(asyncio.all_tasks()))
 
     def for_mapping(self, mapping: str, source: str) -> MappingMetrics:
         labels = (mapping, source)

@@ -142,14 +142,13 @@ Configuration:
 """
 
 
-def kafka_command(state: Path) -> list[str]:
+def kafka_command(state: Path, port: int | None = None, heap: str = "1g") -> list[str]:
+    port = port or KAFKA_PORT
     props = state / "server.properties"
     props.write_text(
-        KAFKA_PROPERTIES.format(
-            host=HOST, port=KAFKA_PORT, controller=KAFKA_PORT + 1, data=state / "data"
-        )
+        KAFKA_PROPERTIES.format(host=HOST, port=port, controller=port + 1, data=state / "data")
     )
-    return _kafka_java(state, props, "1g")
+    return _kafka_java(state, props, heap)
 
 
 def _kafka_java(state: Path, props: Path, heap: str, *format_args: str) -> list[str]:
@@ -374,10 +373,18 @@ aws {{ region = us-east-1, accountId = 000000000000 }}
 """
 
 
-def elasticmq_command(state: Path) -> list[str]:
+#: a private instance keeps its queues and messages across restarts (H2 files in its state)
+ELASTICMQ_STORAGE = """\
+queues-storage {{ enabled = true, path = "{state}/queues.conf" }}
+messages-storage {{ enabled = true, uri = "jdbc:h2:{state}/messages", prune-data-on-init = false }}
+"""
+
+
+def elasticmq_command(state: Path, port: int | None = None, persist: bool = False) -> list[str]:
     libs = maven_libs("elasticmq")
     conf = state / "elasticmq.conf"
-    conf.write_text(ELASTICMQ_CONF.format(host=HOST, port=ELASTICMQ_PORT))
+    text = ELASTICMQ_CONF.format(host=HOST, port=port or ELASTICMQ_PORT)
+    conf.write_text(text + (ELASTICMQ_STORAGE.format(state=state) if persist else ""))
     return [
         "java",
         "-Xms128m",
@@ -389,9 +396,9 @@ def elasticmq_command(state: Path) -> list[str]:
     ]
 
 
-def elasticmq_ready() -> bool:
+def elasticmq_ready(port: int | None = None) -> bool:
     """ListQueues (query protocol) answers: the SQS endpoint is serving."""
-    url = f"http://{HOST}:{ELASTICMQ_PORT}/?Action=ListQueues"
+    url = f"http://{HOST}:{port or ELASTICMQ_PORT}/?Action=ListQueues"
     try:
         with urllib.request.urlopen(url, timeout=2) as r:
             return bool(r.status == 200)
@@ -646,6 +653,35 @@ SERVERS = {
 }
 
 
+# --- private instances ----------------------------------------------------------------------
+
+
+def private_kafka(name: str, port: int) -> Server:
+    """A broker of its own (``port``, its controller on ``port + 1``, state in
+    ``.services/<name>``) for a test that stops and restarts it: the shared one on
+    KAFKA_PORT serves everyone else's tests meanwhile. Its data survives :func:`stop`."""
+    return Server(
+        name,
+        port,
+        f"{HOST}:{port}",
+        lambda state: kafka_command(state, port, heap="512m"),
+        lambda: kafka_ready(port),
+        120,
+    )
+
+
+def private_elasticmq(name: str, port: int) -> Server:
+    """An ElasticMQ of its own whose queues and messages persist (H2) across a restart."""
+    return Server(
+        name,
+        port,
+        f"http://{HOST}:{port}",
+        lambda state: elasticmq_command(state, port, persist=True),
+        lambda: elasticmq_ready(port),
+        120,
+    )
+
+
 # --- process management ---------------------------------------------------------------------
 
 
@@ -684,14 +720,10 @@ def _log_tail(server: Server, lines: int = 20) -> str:
 _STARTED: list[subprocess.Popen[bytes]] = []
 
 
-def ensure(name: str) -> str:
-    """Return the server's address, starting it first when it does not answer."""
-    return ensure_server(SERVERS[name])
-
-
-def ensure_server(server: Server) -> str:
-    """``ensure`` for any Server, registered or not (a test's private broker)."""
-    name = server.name
+def ensure(name: str | Server) -> str:
+    """Return the server's address, starting it first when it does not answer. ``name``
+    is one of SERVERS or a private instance (:func:`private_kafka`, ...)."""
+    server = SERVERS[name] if isinstance(name, str) else name
     if server.ready():
         return server.address
     state = STATE / server.name
@@ -716,9 +748,9 @@ def ensure_server(server: Server) -> str:
             return server.address
         # poll() reaps our own child: a dead child stays a zombie that os.kill(pid, 0) still finds
         if (proc.poll() is not None) if proc else _pid(server) is None:
-            raise RuntimeError(f"{name} exited while starting\n{_log_tail(server)}")
+            raise RuntimeError(f"{server.name} exited while starting\n{_log_tail(server)}")
         time.sleep(0.25)
-    raise RuntimeError(f"{name} not ready after {server.timeout:.0f}s\n{_log_tail(server)}")
+    raise RuntimeError(f"{server.name} not ready after {server.timeout:.0f}s\n{_log_tail(server)}")
 
 
 def ensure_kafka() -> str:
@@ -751,22 +783,27 @@ def ensure_rabbitmq() -> str:
     return ensure("rabbitmq")
 
 
-def stop(name: str, wait: float = 20) -> None:
-    stop_server(SERVERS[name], wait)
-
-
-def stop_server(server: Server, wait: float = 20) -> None:
-    """Stop a server this machine's ``ensure`` started (SIGTERM, then SIGKILL)."""
-    name = server.name
+def stop(name: str | Server, wait: float = 20) -> None:
+    server = SERVERS[name] if isinstance(name, str) else name
     pid = _pid(server)
     if pid is not None:
         os.killpg(pid, signal.SIGTERM)
         deadline = time.monotonic() + wait
-        while _pid(server) is not None and time.monotonic() < deadline:
+        while _alive(server) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if _pid(server) is not None:
+        if _alive(server):
             os.killpg(pid, signal.SIGKILL)
-    (STATE / name / "pid").unlink(missing_ok=True)
+    (STATE / server.name / "pid").unlink(missing_ok=True)
+
+
+def _alive(server: Server) -> bool:
+    """Whether the server still runs; a child of this process is reaped once it exited."""
+    pid = _pid(server)
+    for proc in _STARTED:
+        if proc.pid == pid and proc.poll() is not None:
+            _STARTED.remove(proc)
+            return False
+    return pid is not None
 
 
 def main(argv: list[str]) -> int:

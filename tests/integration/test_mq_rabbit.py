@@ -251,11 +251,11 @@ PRIVATE_PORT = int(os.environ.get("ESMD_RABBITMQ_RESTART_PORT", "5682"))
 @pytest.fixture(scope="module")
 def private_broker() -> Iterator[Server]:
     server = servers.rabbitmq_server("rabbitmq-restart", PRIVATE_PORT)
-    servers.ensure_server(server)
+    servers.ensure(server)
     try:
         yield server
     finally:
-        servers.stop_server(server)
+        servers.stop(server)
 
 
 async def test_a_broker_restart_mid_run_loses_nothing(
@@ -272,9 +272,9 @@ async def test_a_broker_restart_mid_run_loses_nothing(
     cfg = config(private_broker.address, name, queue, "slow_collect", BatchSize=10)
     async with running_daemon(cfg):
         await wait_for(lambda: len(bodies(name)) >= 50, 30, "a first part")
-        await asyncio.to_thread(servers.stop_server, private_broker)
+        await asyncio.to_thread(servers.stop, private_broker)
         seen = len(bodies(name))
-        await asyncio.to_thread(servers.ensure_server, private_broker)
+        await asyncio.to_thread(servers.ensure, private_broker)
         await wait_for(lambda: set(bodies(name)) >= set(sent), 60, "every message after it")
     assert seen < len(sent), "the restart came after the end: make the function slower"
     connection = await aio_pika.connect(amqp_url(private_broker.address))
