@@ -43,7 +43,7 @@ class UndecodableRecord(ValueError):
     """The bytes do not fit the wire format or the schema they name."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Decoded:
     """One decoded key or value: the object (filters see it; JSON delivers it), the bytes
     of the payload without the schema header (SOURCE delivers them) and its schema."""
@@ -52,9 +52,13 @@ class Decoded:
     source: bytes
     data_format: str
     schema_id: int
+    _json: bytes | None = None
 
     def json_bytes(self) -> bytes:
-        return orjson.dumps(self.value, default=_json_default)
+        """The object as JSON, made once (a filter and the event both need it)."""
+        if self._json is None:
+            self._json = orjson.dumps(self.value, default=_json_default)
+        return self._json
 
 
 def schema_id(data: bytes) -> int:

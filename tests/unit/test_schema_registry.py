@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import struct
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -220,3 +221,27 @@ def test_codec_delivers_json_or_source_with_metadata_and_filters_decoded_values(
     kept, filtered, _ = as_source.decode(records, None)
     assert [base64.b64decode(k[0]["value"]) for k in kept] == [body, cheap]
     assert as_source.make_event([kept[0][0]])["records"] == {"orders-0": [kept[0][0]]}
+
+
+# --- the ESM API ----------------------------------------------------------------------------
+
+
+async def test_the_api_takes_schema_registry_config_and_applies_the_same_rules(
+    tmp_path: Path,
+) -> None:
+    from service.api.control import Control
+    from service.api.shapes import ApiError
+    from service.api.store import SqliteMappingStore
+    from tests.unit.test_api_control import FakeRunner, esmd
+
+    ctl = Control(esmd, FakeRunner(), SqliteMappingStore(str(tmp_path / "api.db")))
+    await ctl.open([], sync_seconds=3600)
+    request = {**kafka(REGISTRY), "FunctionName": "f"}
+    del request["Name"]
+    with pytest.raises(ApiError, match="SchemaRegistryConfig") as caught:
+        await ctl.create(request)
+    assert caught.value.code == "InvalidParameterValueException"
+    made = await ctl.create({**request, **PROVISIONED})
+    shown = ctl.get(made["UUID"])["SelfManagedKafkaEventSourceConfig"]
+    assert shown["SchemaRegistryConfig"]["SchemaRegistryURI"] == REGISTRY["SchemaRegistryURI"]
+    await ctl.close()
