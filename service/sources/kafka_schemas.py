@@ -120,6 +120,9 @@ class RecordDecoder:
 
     async def _field(self, data: bytes, stopping: asyncio.Event) -> Decoded:
         found = schema_id(data)
+        cached = self._registry.cached(found)
+        if cached is not None:  # the usual case: no wait, no task
+            return cached.decode(data, found)
         failures = 0
         while True:
             try:
@@ -197,7 +200,12 @@ class SchemaCodec:
         """The filter view: the decoded value as JSON would deliver it (Avro's dates and
         bytes already turned to JSON), else the payload parsed as for any Kafka record."""
         decoded = record.value
-        value = parse_payload(decoded.json_bytes() if decoded else record.raw.value)
+        if decoded is None:
+            value = parse_payload(record.raw.value)
+        elif decoded.json_native:
+            value = decoded.value
+        else:  # Avro's bytes, dates, decimals: as the JSON delivered shows them
+            value = parse_payload(decoded.json_bytes())
         if filters.keys == {"value"}:
             return {"value": value}
         return {**self._lambda_record(record)[0], "value": value}

@@ -52,6 +52,9 @@ class Decoded:
     source: bytes
     data_format: str
     schema_id: int
+    #: ``value`` holds JSON's types only (dict, list, str, int, float, bool, None): filters
+    #: may read it as it is, without a round trip through JSON text
+    json_native: bool = True
     _json: bytes | None = None
 
     def json_bytes(self) -> bytes:
@@ -73,6 +76,7 @@ class Schema:
     """A registered schema, compiled for decoding."""
 
     data_format: str
+    json_native = True  # its decoded values hold JSON's types only
 
     def decode(self, data: bytes, schema_id: int) -> Decoded:
         raise NotImplementedError
@@ -108,6 +112,8 @@ class AvroSchema(Schema):
 
         self._parsed = fastavro.parse_schema(orjson.loads(text))
         self._read = fastavro.schemaless_reader
+        # bytes, fixed and logical types (dates, decimals, UUIDs) read as other Python types
+        self.json_native = not any(t in text for t in ('"bytes"', '"fixed"', "logicalType"))
 
     def decode(self, data: bytes, schema_id: int) -> Decoded:
         body = data[HEADER:]
@@ -118,7 +124,7 @@ class AvroSchema(Schema):
             raise UndecodableRecord(f"not Avro of schema {schema_id}: {exc!r}") from exc
         if stream.tell() != len(body):
             raise UndecodableRecord(f"bytes left over after the Avro record of schema {schema_id}")
-        return Decoded(value, body, self.data_format, schema_id)
+        return Decoded(value, body, self.data_format, schema_id, self.json_native)
 
 
 # --- JSON Schema ----------------------------------------------------------------------------

@@ -53,6 +53,11 @@ class SchemaRegistry:
         self._schemas: dict[int, Schema | UndecodableRecord] = {}
         self._pending: dict[int, asyncio.Task[Schema | UndecodableRecord]] = {}
 
+    def cached(self, schema_id: int) -> Schema | None:
+        """The compiled schema when it is already known (an unknown id: None, ask again)."""
+        found = self._schemas.get(schema_id)
+        return found if isinstance(found, Schema) else None
+
     async def schema(self, schema_id: int) -> Schema:
         """The compiled schema; UndecodableRecord for an id the registry does not have (or
         a schema that does not compile), RegistryUnavailable when it cannot be asked."""
