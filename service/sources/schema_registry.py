@@ -22,6 +22,7 @@ from their secrets (service/secrets.py) when the source starts.
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 from typing import TYPE_CHECKING, Any
 
@@ -122,14 +123,19 @@ async def open_registry(config: KafkaSchemaRegistryConfig, aws: AwsConfig) -> Sc
     secrets: dict[str, dict[str, Any]] = {
         a.Type: await read_credentials(a.Type, a.URI, aws) for a in config.AccessConfigs
     }
-    auth = None
+    headers = {"Accept": "application/vnd.schemaregistry.v1+json, application/json"}
     if "BASIC_AUTH" in secrets:
         user, password = string_fields("BASIC_AUTH", secrets["BASIC_AUTH"], "username", "password")
-        auth = aiohttp.BasicAuth(user, password)
+        headers["Authorization"] = _basic(user, password)
     context = await _tls_context(secrets) if uri.startswith("https:") else None
     connector = aiohttp.TCPConnector(ssl=context if context is not None else True, limit=4)
-    session = aiohttp.ClientSession(auth=auth, connector=connector)
+    session = aiohttp.ClientSession(headers=headers, connector=connector)
     return SchemaRegistry(uri, session)
+
+
+def _basic(user: str, password: str) -> str:
+    """RFC 7617's header (aiohttp's BasicAuth is deprecated from 3.14, its replacement new)."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 async def _tls_context(secrets: dict[str, dict[str, Any]]) -> ssl.SSLContext:

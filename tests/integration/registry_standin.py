@@ -11,6 +11,7 @@ Redpanda), else this in-process stand-in. It answers the two calls involved
 
 from __future__ import annotations
 
+import base64
 import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -66,10 +67,14 @@ async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-def proxy_app(upstream: str) -> web.Application:
-    """Forwards GETs to ``upstream``: the registry, reached through a port that can be down."""
+def proxy_app(upstream: str, basic: tuple[str, str] | None = None) -> web.Application:
+    """Forwards GETs to ``upstream``: the registry, reached through a port that can be down,
+    or (``basic``) only with those HTTP basic credentials (401 otherwise)."""
+    expected = "Basic " + base64.b64encode(":".join(basic).encode()).decode() if basic else None
 
     async def forward(request: web.Request) -> web.Response:
+        if expected is not None and request.headers.get("Authorization") != expected:
+            return web.json_response({"error_code": 401, "message": "Unauthorized"}, status=401)
         async with (
             aiohttp.ClientSession() as http,
             http.get(upstream + request.path_qs, headers=_forwarded(request)) as resp,
@@ -84,7 +89,7 @@ def proxy_app(upstream: str) -> web.Application:
 
 
 def _forwarded(request: web.Request) -> dict[str, str]:
-    return {k: v for k, v in request.headers.items() if k in ("Authorization", "Accept")}
+    return {k: v for k, v in request.headers.items() if k == "Accept"}
 
 
 def free_port() -> int:

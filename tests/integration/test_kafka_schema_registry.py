@@ -230,3 +230,65 @@ async def test_a_registry_that_is_down_is_retried_and_nothing_is_committed_meanw
             )
     values = [orjson.loads(base64.b64decode(r["value"])) for r in delivered(fn)]
     assert values == orders
+
+
+async def test_basic_auth_from_access_configs_reaches_a_registry_that_requires_it(
+    kafka_bootstrap: str, schema_registry: str, unique: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    topic, fn, name = f"sra-{unique}", f"collect-sra-{unique}", f"sra-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    schema = await register(schema_registry, f"{topic}-value", "JSON")
+    order = {"id": "o-1", "amount": 1, "status": "PAID"}
+    await produce(kafka_bootstrap, topic, [(None, encode("JSON", schema, order)[0])])
+    secret = f"ESMD_TEST_REGISTRY_{unique}"
+    monkeypatch.setenv(secret, orjson.dumps({"username": "esmd", "password": "s3cret"}).decode())
+    guarded = proxy_app(schema_registry, basic=("esmd", "s3cret"))
+    async with serving(guarded) as url:
+        source = registry_config(url)
+        source["SchemaRegistryConfig"]["AccessConfigs"] = [
+            {"Type": "BASIC_AUTH", "URI": f"env:{secret}"}
+        ]
+        config = {
+            "functions": {fn: {"python": "tests.integration.collect:handle"}},
+            "mappings": [mapping(name, kafka_bootstrap, topic, fn, source)],
+        }
+        async with running_daemon(config):
+            await wait_for(lambda: len(delivered(fn)) == 1, 60, "the record delivered")
+    assert orjson.loads(base64.b64decode(delivered(fn)[0]["value"])) == order
+
+
+async def test_a_glue_registry_is_refused_at_run_time_with_the_reason(
+    kafka_bootstrap: str, unique: str
+) -> None:
+    topic, name = f"srg-{unique}", f"srg-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    source = registry_config("arn:aws:glue:us-east-1:123456789012:registry/shop")
+    config = {
+        "functions": {"f": {"python": "tests.integration.collect:handle"}},
+        "mappings": [mapping(name, kafka_bootstrap, topic, "f", source)],
+    }
+    async with running_daemon(config) as daemon:
+        (found,) = daemon.mappings
+        await wait_for(
+            lambda: found.state_reason == "ESM_CONFIG_NOT_VALID", 30, "the mapping's reason"
+        )
+        assert "AWS Glue schema registry" in (found.last_error or "")
+
+
+async def test_schemas_are_fetched_once_per_id() -> None:
+    from service.sources.schema_formats import UndecodableRecord
+    from service.sources.schema_registry import SchemaRegistry
+
+    standin = StandInRegistry()
+    async with serving(standin.app) as url:
+        schema_id = await register(url, "orders-value", "AVRO")
+        registry = SchemaRegistry(url, aiohttp.ClientSession())
+        try:
+            found = await asyncio.gather(*(registry.schema(schema_id) for _ in range(20)))
+            assert len({id(s) for s in found}) == 1 and standin.fetches == 1
+            for _ in range(3):
+                with pytest.raises(UndecodableRecord, match="not in the registry"):
+                    await registry.schema(4242)
+            assert standin.fetches == 2  # an unknown id is remembered too
+        finally:
+            await registry.close()
