@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 from aiokafka.structs import ConsumerRecord
 
+from service.destinations.records import SCHEMA_DECODING_FAILED, Failure
 from service.filters import parse_payload
 from service.invoke import Backoff
 from service.lane import Codec, Kept
@@ -46,7 +47,7 @@ _b64 = binascii.b2a_base64
 ToRecord = Callable[[ConsumerRecord[bytes, bytes]], tuple[dict[str, Any], int]]
 #: AWS's requestContext.condition for a record given up because it could not be decoded
 #: (esmd's name: AWS's documentation names none)
-CONDITION = "SchemaRegistryDecodingFailed"
+CONDITION = SCHEMA_DECODING_FAILED
 
 
 @dataclass(slots=True)
@@ -143,7 +144,6 @@ class RecordDecoder:
     async def _give_up(self, record: SchemaRecord) -> bool:
         """To the OnFailure destination (or dropped): False when a stop came first."""
         from service.destinations import DestinationUnavailable
-        from service.destinations.records import Failure
 
         raw = record.raw
         self._log.error(

@@ -170,6 +170,7 @@ async def test_three_formats_decoded_filtered_and_undecodable_records_to_the_des
     for message in failed:
         assert message["requestContext"]["condition"] == "SchemaRegistryDecodingFailed"
         assert message["requestContext"]["approximateInvokeCount"] == 0
+        assert message["responseContext"] is None  # never invoked
     offsets_sent = sorted(m["KafkaBatchInfo"]["recordInfo"]["offset"] for m in failed)
     assert offsets_sent == ["6", "7"] or offsets_sent == [6, 7]
 
