@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -55,14 +56,18 @@ class StandInRegistry:
 
 
 @asynccontextmanager
-async def serving(app: web.Application, port: int = 0) -> AsyncIterator[str]:
-    """Serve ``app`` on 127.0.0.1 (``port``, or any free one); yield its base URL."""
+async def serving(
+    app: web.Application, port: int = 0, tls: ssl.SSLContext | None = None
+) -> AsyncIterator[str]:
+    """Serve ``app`` on 127.0.0.1 (``port``, or any free one; HTTPS with ``tls``); yield its
+    base URL."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", port)
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=tls)
     await site.start()
+    scheme = "https" if tls else "http"
     try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+        yield f"{scheme}://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
 

@@ -13,6 +13,7 @@ import base64
 import json
 import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -32,6 +33,7 @@ from tests.integration.kafka_helpers import (
 )
 from tests.integration.registry_standin import StandInRegistry, free_port, proxy_app, serving
 from tests.integration.schema_helpers import encode, register
+from tests.tls_material import client_secret, server_tls, stranger_ca
 
 pytestmark = pytest.mark.integration
 PROVISIONED = {"ProvisionedPollerConfig": {"MinimumPollers": 1, "MaximumPollers": 1}}
@@ -293,3 +295,35 @@ async def test_schemas_are_fetched_once_per_id() -> None:
             assert standin.fetches == 2  # an unknown id is remembered too
         finally:
             await registry.close()
+
+
+async def test_mtls_and_a_private_root_ca_from_access_configs(
+    kafka_bootstrap: str,
+    schema_registry: str,
+    unique: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry behind HTTPS with a certificate of a private CA, requiring a client
+    certificate of that CA: SERVER_ROOT_CA_CERTIFICATE and CLIENT_CERTIFICATE_TLS_AUTH."""
+    topic, fn, name = f"srt-{unique}", f"collect-srt-{unique}", f"srt-{unique}"
+    await create_topic(kafka_bootstrap, topic, 1)
+    schema = await register(schema_registry, f"{topic}-value", "AVRO")
+    order = {"id": "o-1", "amount": 1, "status": "PAID"}
+    await produce(kafka_bootstrap, topic, [(None, encode("AVRO", schema, order)[0])])
+    ca = stranger_ca()
+    monkeypatch.setenv(f"ESMD_TEST_CA_{unique}", orjson.dumps({"certificate": ca.pem}).decode())
+    monkeypatch.setenv(f"ESMD_TEST_MTLS_{unique}", orjson.dumps(client_secret(ca)).decode())
+    async with serving(proxy_app(schema_registry), tls=server_tls(ca, tmp_path)) as url:
+        source = registry_config(url)
+        source["SchemaRegistryConfig"]["AccessConfigs"] = [
+            {"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": f"env:ESMD_TEST_CA_{unique}"},
+            {"Type": "CLIENT_CERTIFICATE_TLS_AUTH", "URI": f"env:ESMD_TEST_MTLS_{unique}"},
+        ]
+        config = {
+            "functions": {fn: {"python": "tests.integration.collect:handle"}},
+            "mappings": [mapping(name, kafka_bootstrap, topic, fn, source)],
+        }
+        async with running_daemon(config):
+            await wait_for(lambda: len(delivered(fn)) == 1, 60, "the record delivered")
+    assert orjson.loads(base64.b64decode(delivered(fn)[0]["value"])) == order
