@@ -133,7 +133,9 @@ class RecordDecoder:
                 self._mapping.metrics.error("schema_registry")
                 wait = self._backoff.delay(failures)
                 failures += 1
-                self._log.warning("schema registry unavailable", error=str(exc), retry_in=wait)
+                self._log.warning(
+                    "schema registry unavailable", error=str(exc), retry_in=round(wait, 2)
+                )
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
                         await stopping.wait()

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -50,6 +51,7 @@ class SchemaRegistry:
 
     def __init__(self, url: str, session: aiohttp.ClientSession) -> None:
         self.url = url.rstrip("/")
+        self._shown = _redacted(self.url)  # in errors and logs: no user:password@
         self._session = session
         self._schemas: dict[int, Schema | UndecodableRecord] = {}
         self._pending: dict[int, asyncio.Task[Schema | UndecodableRecord]] = {}
@@ -96,12 +98,13 @@ class SchemaRegistry:
                 if resp.status == 404:
                     return None
                 if resp.status != 200:
-                    raise RegistryUnavailable(f"{self.url}{path}: HTTP {resp.status}")
+                    raise RegistryUnavailable(f"{self._shown}{path}: HTTP {resp.status}")
                 body = orjson.loads(await resp.read())
         except (aiohttp.ClientError, TimeoutError, orjson.JSONDecodeError) as exc:
-            raise RegistryUnavailable(f"{self.url}{path}: {type(exc).__name__}: {exc}") from None
+            what = f"{type(exc).__name__}: {exc}".replace(self.url, self._shown)
+            raise RegistryUnavailable(f"{self._shown}{path}: {what}") from None
         if not isinstance(body, dict):
-            raise RegistryUnavailable(f"{self.url}{path}: not a JSON object")
+            raise RegistryUnavailable(f"{self._shown}{path}: not a JSON object")
         return body
 
     async def close(self) -> None:
@@ -131,6 +134,14 @@ async def open_registry(config: KafkaSchemaRegistryConfig, aws: AwsConfig) -> Sc
     connector = aiohttp.TCPConnector(ssl=context if context is not None else True, limit=4)
     session = aiohttp.ClientSession(headers=headers, connector=connector)
     return SchemaRegistry(uri, session)
+
+
+def _redacted(url: str) -> str:
+    """The URL without the credentials it may carry (``https://user:secret@host``)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
 
 
 def _basic(user: str, password: str) -> str:

@@ -245,3 +245,14 @@ async def test_the_api_takes_schema_registry_config_and_applies_the_same_rules(
     shown = ctl.get(made["UUID"])["SelfManagedKafkaEventSourceConfig"]
     assert shown["SchemaRegistryConfig"]["SchemaRegistryURI"] == REGISTRY["SchemaRegistryURI"]
     await ctl.close()
+
+
+def test_registry_errors_never_show_credentials_in_the_url() -> None:
+    from service.sources.schema_registry import _redacted
+
+    assert _redacted("https://key:s3cret@registry.example.com/x") == (
+        "https://***@registry.example.com/x"
+    )
+    assert _redacted("http://127.0.0.1:8080/apis/ccompat/v7") == (
+        "http://127.0.0.1:8080/apis/ccompat/v7"
+    )
