@@ -62,3 +62,10 @@ def prometheus_endpoint() -> str:
 def mongo_endpoint() -> str:
     """mongo-java-server (the DocumentDB stand-in, service/devtools/EsmdMongoServer.java)."""
     return servers.mongo_endpoint()
+
+
+@pytest.fixture(scope="session")
+def apicurio_registry() -> str:
+    """Apicurio Registry (built from Maven Central by service/devtools/apicurio-pom.xml, schemas
+    in memory): the base URL of its Confluent-compatible API, .../apis/ccompat/v7."""
+    return servers.apicurio_registry()

@@ -3,8 +3,11 @@ values decoded and delivered with their schema metadata (JSON and SOURCE formats
 on a decoded field, undecodable records to the OnFailure destination (a Kafka topic), and a
 registry that is down: errors counted, nothing committed, then everything once it is back.
 
-The registry is $ESMD_SCHEMA_REGISTRY_URL when set, else the in-process stand-in of
-tests/integration/registry_standin.py (see there why not Apicurio)."""
+The registry is Apicurio Registry (its Confluent-compatible API; tests/conftest.py's
+``apicurio_registry`` starts it when absent), or $ESMD_SCHEMA_REGISTRY_URL when set (another
+Confluent-compatible registry). What the shared registry must not do (be down, require
+credentials, speak HTTPS, count fetches) a proxy in front of it does
+(tests/integration/registry_proxy.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +15,6 @@ import asyncio
 import base64
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.daemon import Daemon
+from tests import servers
 from tests.integration import collect
 from tests.integration.kafka_helpers import (
     create_topic,
@@ -31,7 +34,7 @@ from tests.integration.kafka_helpers import (
     running_daemon,
     wait_for,
 )
-from tests.integration.registry_standin import StandInRegistry, free_port, proxy_app, serving
+from tests.integration.registry_proxy import RegistryProxy, free_port, serving
 from tests.integration.schema_helpers import encode, register
 from tests.tls_material import client_secret, server_tls, stranger_ca
 
@@ -41,13 +44,9 @@ FAST_RETRIES = {"initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.4}
 
 
 @pytest.fixture
-async def schema_registry() -> AsyncIterator[str]:
+def schema_registry() -> str:
     url = os.environ.get("ESMD_SCHEMA_REGISTRY_URL")
-    if url:
-        yield url.rstrip("/")
-        return
-    async with serving(StandInRegistry().app) as url:
-        yield url
+    return url.rstrip("/") if url else servers.apicurio_registry()
 
 
 def registry_config(url: str, fmt: str = "JSON", *attributes: str) -> dict[str, Any]:
@@ -225,7 +224,7 @@ async def test_a_registry_that_is_down_is_retried_and_nothing_is_committed_meanw
         await wait_for(failing, 60, "esm_errors_total{kind=schema_registry} to count retries")
         committed, _ = await offsets(kafka_bootstrap, topic, f"g-{name}", 1)
         assert committed == {0: 0} and not delivered(fn)
-        async with serving(proxy_app(schema_registry), port):
+        async with serving(RegistryProxy(schema_registry).app, port):
             await wait_for(
                 lambda: all_committed(kafka_bootstrap, topic, f"g-{name}", 3),
                 60,
@@ -245,7 +244,7 @@ async def test_basic_auth_from_access_configs_reaches_a_registry_that_requires_i
     await produce(kafka_bootstrap, topic, [(None, encode("JSON", schema, order)[0])])
     secret = f"ESMD_TEST_REGISTRY_{unique}"
     monkeypatch.setenv(secret, orjson.dumps({"username": "esmd", "password": "s3cret"}).decode())
-    guarded = proxy_app(schema_registry, basic=("esmd", "s3cret"))
+    guarded = RegistryProxy(schema_registry, basic=("esmd", "s3cret")).app
     async with serving(guarded) as url:
         source = registry_config(url)
         source["SchemaRegistryConfig"]["AccessConfigs"] = [
@@ -278,21 +277,21 @@ async def test_a_glue_registry_is_refused_at_run_time_with_the_reason(
         assert "AWS Glue schema registry" in (found.last_error or "")
 
 
-async def test_schemas_are_fetched_once_per_id() -> None:
+async def test_schemas_are_fetched_once_per_id(schema_registry: str, unique: str) -> None:
     from service.sources.schema_formats import UndecodableRecord
     from service.sources.schema_registry import SchemaRegistry
 
-    standin = StandInRegistry()
-    async with serving(standin.app) as url:
-        schema_id = await register(url, "orders-value", "AVRO")
+    schema_id = await register(schema_registry, f"orders-{unique}-value", "AVRO")
+    proxy = RegistryProxy(schema_registry)  # counts the fetches that reach the registry
+    async with serving(proxy.app) as url:
         registry = SchemaRegistry(url, aiohttp.ClientSession())
         try:
             found = await asyncio.gather(*(registry.schema(schema_id) for _ in range(20)))
-            assert len({id(s) for s in found}) == 1 and standin.fetches == 1
+            assert len({id(s) for s in found}) == 1 and proxy.gets == 1
             for _ in range(3):
                 with pytest.raises(UndecodableRecord, match="not in the registry"):
-                    await registry.schema(4242)
-            assert standin.fetches == 2  # an unknown id is remembered too
+                    await registry.schema(2_000_000_000)  # an id no test run reaches
+            assert proxy.gets == 2  # an unknown id is remembered too
         finally:
             await registry.close()
 
@@ -314,7 +313,7 @@ async def test_mtls_and_a_private_root_ca_from_access_configs(
     ca = stranger_ca()
     monkeypatch.setenv(f"ESMD_TEST_CA_{unique}", orjson.dumps({"certificate": ca.pem}).decode())
     monkeypatch.setenv(f"ESMD_TEST_MTLS_{unique}", orjson.dumps(client_secret(ca)).decode())
-    async with serving(proxy_app(schema_registry), tls=server_tls(ca, tmp_path)) as url:
+    async with serving(RegistryProxy(schema_registry).app, tls=server_tls(ca, tmp_path)) as url:
         source = registry_config(url)
         source["SchemaRegistryConfig"]["AccessConfigs"] = [
             {"Type": "SERVER_ROOT_CA_CERTIFICATE", "URI": f"env:ESMD_TEST_CA_{unique}"},
