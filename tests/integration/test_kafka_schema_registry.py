@@ -25,7 +25,6 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.daemon import Daemon
-from tests import servers
 from tests.integration import collect
 from tests.integration.kafka_helpers import (
     create_topic,
@@ -44,9 +43,10 @@ FAST_RETRIES = {"initial_backoff_seconds": 0.1, "max_backoff_seconds": 0.4}
 
 
 @pytest.fixture
-def schema_registry() -> str:
+def schema_registry(request: pytest.FixtureRequest) -> str:
+    """$ESMD_SCHEMA_REGISTRY_URL, else Apicurio (started when absent)."""
     url = os.environ.get("ESMD_SCHEMA_REGISTRY_URL")
-    return url.rstrip("/") if url else servers.apicurio_registry()
+    return url.rstrip("/") if url else str(request.getfixturevalue("apicurio_registry"))
 
 
 def registry_config(url: str, fmt: str = "JSON", *attributes: str) -> dict[str, Any]:
