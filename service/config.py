@@ -386,8 +386,49 @@ class SelfManagedSource(_Model):
     Endpoints: BootstrapEndpoints
 
 
+class KafkaSchemaRegistryAccessConfig(_Model):
+    """How esmd authenticates to the schema registry, or which CA it trusts (AWS's shape)."""
+
+    Type: Literal["BASIC_AUTH", "CLIENT_CERTIFICATE_TLS_AUTH", "SERVER_ROOT_CA_CERTIFICATE"]
+    URI: str = Field(
+        description="A Secrets Manager secret ARN, or (esmd's own, off AWS) env:NAME or "
+        "file:PATH, holding AWS's JSON: {username, password}; {certificate, privateKey, "
+        "privateKeyPassword}; {certificate} for the root CA"
+    )
+
+
+class KafkaSchemaValidationConfig(_Model):
+    Attribute: Literal["KEY", "VALUE"]
+
+
+class KafkaSchemaRegistryConfig(_Model):
+    """AWS's KafkaSchemaRegistryConfig: decode records' keys and values with a schema
+    registry before filtering and delivery (docs/schema-registry.md). Provisioned mode only."""
+
+    SchemaRegistryURI: str = Field(
+        min_length=1,
+        max_length=10000,
+        description="A Confluent-compatible registry's URL (http:// or https://), or an AWS "
+        "Glue registry ARN (accepted by validate; esmd cannot read Glue registries at run time)",
+    )
+    EventRecordFormat: Literal["JSON", "SOURCE"] = Field(
+        "JSON",
+        description="JSON: the decoded record as JSON (base64, as Lambda delivers it); "
+        "SOURCE: the original payload without the schema header",
+    )
+    SchemaValidationConfigs: list[KafkaSchemaValidationConfig] = Field(
+        min_length=1, max_length=2, description="Which of the record's KEY and VALUE to decode"
+    )
+    AccessConfigs: list[KafkaSchemaRegistryAccessConfig] = Field(default_factory=list)
+
+    @property
+    def attributes(self) -> frozenset[str]:
+        return frozenset(c.Attribute for c in self.SchemaValidationConfigs)
+
+
 class KafkaEventSourceConfig(_Model):
     ConsumerGroupId: str | None = Field(None, min_length=1, max_length=200)
+    SchemaRegistryConfig: KafkaSchemaRegistryConfig | None = None
 
 
 class Scaling(_Model):
@@ -538,6 +579,12 @@ class MappingConfig(_Model):
         """AWS uses the mapping's UUID when no ConsumerGroupId is given."""
         cfg = self.SelfManagedKafkaEventSourceConfig or self.AmazonManagedKafkaEventSourceConfig
         return cfg.ConsumerGroupId if cfg and cfg.ConsumerGroupId else self.uuid
+
+    @property
+    def schema_registry(self) -> KafkaSchemaRegistryConfig | None:
+        """The Kafka source config's SchemaRegistryConfig, if any."""
+        cfg = self.SelfManagedKafkaEventSourceConfig or self.AmazonManagedKafkaEventSourceConfig
+        return cfg.SchemaRegistryConfig if cfg else None
 
     @property
     def reports_batch_item_failures(self) -> bool:

@@ -69,3 +69,10 @@ def rabbitmq_endpoint() -> str:
     """The shared RabbitMQ node (Debian's package, unpacked into .cache/): amqp://host:port;
     user service.devtools.rabbitmq.USER on the vhosts / and esmd."""
     return servers.rabbitmq_endpoint()
+
+
+@pytest.fixture(scope="session")
+def apicurio_registry() -> str:
+    """Apicurio Registry (built from Maven Central by service/devtools/apicurio-pom.xml, schemas
+    in memory): the base URL of its Confluent-compatible API, .../apis/ccompat/v7."""
+    return servers.apicurio_registry()

@@ -1,5 +1,6 @@
 """The real servers the integration tests use, started when absent (service.devtools.servers)."""
 
+from service.devtools.servers import ensure_apicurio as apicurio_registry
 from service.devtools.servers import ensure_elasticmq as elasticmq_endpoint
 from service.devtools.servers import ensure_kafka as kafka_bootstrap
 from service.devtools.servers import ensure_kafka_auth as kafka_auth_internal
@@ -9,6 +10,7 @@ from service.devtools.servers import ensure_prometheus as prometheus_endpoint
 from service.devtools.servers import ensure_rabbitmq as rabbitmq_endpoint
 
 __all__ = [
+    "apicurio_registry",
     "elasticmq_endpoint",
     "kafka_auth_internal",
     "kafka_bootstrap",

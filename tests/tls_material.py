@@ -4,6 +4,8 @@ broker's CA (whose key keytool left in ca.p12), or by a stranger CA it does not 
 from __future__ import annotations
 
 import datetime
+import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,3 +82,28 @@ def client_secret(issuer: Issuer, password: str | None = None) -> dict[str, str]
     if password:
         secret["privateKeyPassword"] = password
     return secret
+
+
+def server_tls(issuer: Issuer, folder: Path) -> ssl.SSLContext:
+    """A server context for 127.0.0.1 with a certificate ``issuer`` signed, requiring client
+    certificates that ``issuer`` signed (mTLS)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    san = x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))])
+    cert = (
+        _builder("127.0.0.1", issuer.cert.subject, key.public_key())
+        .add_extension(san, critical=False)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "server.pem", folder / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cadata=issuer.pem)
+    context.load_cert_chain(cert_file, key_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context

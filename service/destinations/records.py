@@ -27,6 +27,10 @@ from typing import Any
 import orjson
 
 VERSION = "1.0"
+#: conditions of records never sent to the function: their responseContext is null (AWS, for
+#: the payload cap; esmd's schema-registry condition for records that could not be decoded)
+SCHEMA_DECODING_FAILED = "SchemaRegistryDecodingFailed"
+NEVER_INVOKED = frozenset({"MaximumPayloadSizeExceeded", SCHEMA_DECODING_FAILED})
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,7 @@ def iso_s(seconds: float) -> str:
 
 def _envelope(failure: Failure, info: SourceInfo, now: float) -> dict[str, Any]:
     response: dict[str, Any] | None
-    if failure.condition == "MaximumPayloadSizeExceeded":
+    if failure.condition in NEVER_INVOKED:
         response = None  # AWS: null when the batch was never invoked for its size
     else:
         response = {"statusCode": failure.status_code, "executedVersion": "$LATEST"}

@@ -1,8 +1,8 @@
 """Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
-moto_server, mongo-java-server (the DocumentDB stand-in), RabbitMQ and Prometheus. Dev
-tooling: the daemon never imports it.
+moto_server, mongo-java-server (the DocumentDB stand-in), RabbitMQ, Apicurio Registry and
+Prometheus. Dev tooling: the daemon never imports it.
 
-    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|rabbitmq|prometheus ...]
+    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|rabbitmq|apicurio|prometheus ...]
     python3 scripts/services.py down [...]            # stop what this started
     python3 scripts/services.py status
 
@@ -22,6 +22,11 @@ SCRAM-SHA-1 authentication for the user ``esmd`` (password $ESMD_MONGO_PASSWORD,
 RabbitMQ is Debian's `rabbitmq-server` with its Erlang packages, fetched and unpacked the same
 way, on 127.0.0.1:5672 (see service/devtools/rabbitmq.py: the user ``esmd`` and the vhost
 ``esmd``); it is ready when it answers the AMQP protocol header with Connection.Start.
+
+Apicurio Registry (the Kafka schema registry) is built by Maven from its Maven Central
+artifacts with apicurio-pom.xml beside this file (once, into the cache folder; the POM says
+why version 2.4.2.Final), stores schemas in memory, serves its Confluent-compatible API on
+http://127.0.0.1:8081/apis/ccompat/v7 and is ready when that API lists subjects.
 Prometheus is Debian's package `prometheus`, fetched with `apt-get download` and unpacked
 (`dpkg -x`) into the cache folder, so it needs no install as root; it scrapes every 1 s the
 targets listed in JSON files in its state folder's ``targets/`` (file_sd: a test adds its
@@ -497,6 +502,62 @@ def _bson(doc: dict[str, object]) -> bytes:
     return struct.pack("<i", len(out) + 5) + out + b"\x00"
 
 
+# --- Apicurio Registry (a Confluent-compatible schema registry) ------------------------------
+
+
+def apicurio_runner() -> Path:
+    """Apicurio Registry's runnable jar, built once per version of apicurio-pom.xml and of the
+    sources in ``apicurio/`` beside this file: Maven resolves Apicurio's application module and
+    its dependencies from Maven Central, and the Quarkus plugin packages them (see the POM for
+    why this version and what is replaced). The jar's libraries lie in ``lib/`` beside it."""
+    pom = HERE / "apicurio-pom.xml"
+    sources = sorted((HERE / "apicurio").glob("*.java"))
+    digest = hashlib.sha256(b"".join(f.read_bytes() for f in (pom, *sources))).hexdigest()[:12]
+    version = pom.read_text().split("<artifact.version>")[1].split("</artifact.version>")[0]
+    target = CACHE / f"apicurio-{version}" / f"build-{digest}"
+    runner = target / "esmd-apicurio-runtime-1-runner.jar"
+    if (target / ".complete").exists():
+        return runner
+    print(
+        f"building Apicurio Registry {version} from Maven Central into {target} ...",
+        file=sys.stderr,
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    subprocess.run(
+        ["mvn", "-q", "-B", "-Dstyle.color=never", "-f", str(pom), f"-Desmd.target={target}",
+         "package"],
+        check=True,
+        timeout=1500,
+    )  # fmt: skip
+    shutil.rmtree(target / "classes")  # the unpacked module: the runner jar holds it now
+    (target / ".complete").touch()
+    return runner
+
+
+def apicurio_command(state: Path) -> list[str]:
+    """In-memory storage (H2, Apicurio's default for this module): a restart starts empty.
+    Quarkus 2.16 has no separate management port: health and metrics share the HTTP one."""
+    return [
+        "java",
+        "-Xms64m",
+        "-Xmx512m",
+        "-XX:TieredStopAtLevel=1",  # starts faster; a test registry needs no peak throughput
+        f"-Dquarkus.http.host={HOST}",
+        f"-Dquarkus.http.port={APICURIO_PORT}",
+        "-jar",
+        str(apicurio_runner()),
+    ]
+
+
+def apicurio_ready() -> bool:
+    """The Confluent-compatible API lists subjects: the registry and its storage serve."""
+    try:
+        with urllib.request.urlopen(APICURIO_URL + "/subjects", timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
 # --- Prometheus -----------------------------------------------------------------------------
 
 #: scrape every second: a test sees a change within a second or two; file_sd picks up target
@@ -618,6 +679,9 @@ def rabbitmq_server(name: str, port: int) -> Server:
         120,
     )
 
+APICURIO_PORT = int(os.environ.get("ESMD_APICURIO_PORT", "8081"))
+#: the base URL of Apicurio's Confluent-compatible API (what SchemaRegistryURI names)
+APICURIO_URL = f"http://{HOST}:{APICURIO_PORT}/apis/ccompat/v7"
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
@@ -642,6 +706,9 @@ SERVERS = {
         "mongo", MONGO_PORT, f"mongodb://{HOST}:{MONGO_PORT}", mongo_command, mongo_ready, 120
     ),
     "rabbitmq": rabbitmq_server("rabbitmq", RABBITMQ_PORT),
+    "apicurio": Server(
+        "apicurio", APICURIO_PORT, APICURIO_URL, apicurio_command, apicurio_ready, 120
+    ),
     "prometheus": Server(
         "prometheus",
         PROMETHEUS_PORT,
@@ -772,6 +839,11 @@ def ensure_elasticmq() -> str:
 
 def ensure_mongo() -> str:
     return ensure("mongo")
+
+
+def ensure_apicurio() -> str:
+    """The base URL of Apicurio Registry's Confluent-compatible API."""
+    return ensure("apicurio")
 
 
 def ensure_prometheus() -> str:

@@ -81,6 +81,7 @@ class SourceEntry:
 
 def _kafka_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
     from service.sources.kafka_access import access_errors
+    from service.sources.schema_rules import schema_registry_errors
 
     if not m.Topics:
         yield "Topics", "a Kafka mapping needs exactly one topic"
@@ -88,6 +89,7 @@ def _kafka_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
     if msk and m.KafkaTls is not None:
         yield "KafkaTls", "for self-managed Kafka only: MSK's broker string decides"
     yield from access_errors(m, msk)
+    yield from schema_registry_errors(m)
     dest = m.on_failure_destination or ""
     if dest.startswith("kafka://") and dest.removeprefix("kafka://") in (m.Topics or []):
         yield (

@@ -39,7 +39,7 @@ from service.config import StartPosition
 from service.context import MappingContext
 from service.filters import parse_payload
 from service.invoke import Backoff
-from service.lane import Kept, Lane
+from service.lane import Codec, Kept, Lane
 from service.scaling import LagScaler, Load, PollerPool, PoolBounds
 from service.sources.kafka_auth import PLAINTEXT, KafkaAuth, kafka_connection, probe
 from service.sources.kinds import SourceKind
@@ -47,6 +47,7 @@ from service.sources.kinds import SourceKind
 if TYPE_CHECKING:
     from service.config import MappingConfig
     from service.filters import FilterCriteria
+    from service.sources.kafka_schemas import RecordDecoder
 
 _TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
 #: bytes of a record's JSON besides key, value and headers (field names, numbers, quotes)
@@ -157,6 +158,7 @@ class KafkaSource:
         self._stopping = asyncio.Event()
         self._pool: PollerPool | None = None
         self._partitions = 0
+        self._decoder: RecordDecoder | None = None
         settings = mapping.esmd.scaling
         provisioned = cfg.ProvisionedPollerConfig
         if provisioned is not None:
@@ -179,6 +181,7 @@ class KafkaSource:
         self._bootstrap, self._auth = await kafka_connection(cfg, self._mapping.esmd.aws)
         await probe(self._bootstrap, self._auth)  # SourceAuthError: the mapping's reason
         self._log.info("brokers answer", security=self._auth.describe())
+        await self._open_decoder()
         pool = self._pool = PollerPool(
             self._member, self.scaler.bounds, self._mapping.metrics, "kafka poller"
         )
@@ -187,6 +190,19 @@ class KafkaSource:
             await self._scale_loop(pool)
         finally:
             await pool.retire_all()
+            if self._decoder is not None:
+                await self._decoder.close()
+
+    async def _open_decoder(self) -> None:
+        """The schema registry's decoder, when the mapping has SchemaRegistryConfig."""
+        registry = self._mapping.config.schema_registry
+        if registry is None:
+            return
+        from service.sources.kafka_schemas import RecordDecoder
+        from service.sources.schema_registry import open_registry
+
+        client = await open_registry(registry, self._mapping.esmd.aws)
+        self._decoder = RecordDecoder(self._mapping, client, registry, lambda_record)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -207,7 +223,9 @@ class KafkaSource:
         failures = 0
         instance = self._instance_id(slot)
         while not (retire.is_set() or self._stopping.is_set()):
-            poller = KafkaPoller(self._mapping, self._bootstrap, self._auth, retire, instance)
+            poller = KafkaPoller(
+                self._mapping, self._bootstrap, self._auth, retire, instance, self._decoder
+            )
             self._members.add(poller)
             try:
                 await poller.run()
@@ -290,8 +308,10 @@ class KafkaPoller:
         auth: KafkaAuth = PLAINTEXT,
         retire: asyncio.Event | None = None,
         instance_id: str | None = None,
+        decoder: RecordDecoder | None = None,
     ) -> None:
         self._mapping = mapping
+        self._decoder = decoder  # the schema registry's, if the mapping has one
         cfg = mapping.config
         self._topic = (cfg.Topics or [""])[0]
         self._bootstrap = bootstrap_servers
@@ -325,7 +345,10 @@ class KafkaPoller:
                     lane = self._lanes.get(tp)
                     if lane is not None:
                         self._committed.setdefault(tp, raws[0].offset)
-                        lane.put(raws)
+                        decoded = await self._decode(raws)
+                        if decoded is None:
+                            break  # stopping: the chunk stays unacknowledged
+                        lane.put(decoded)
                         self._polled.inc(len(raws))
                         self._records += len(raws)
                         self._bytes += sum(r.serialized_value_size for r in raws)
@@ -340,6 +363,13 @@ class KafkaPoller:
 
     def stop(self) -> None:
         self._stopping.set()
+
+    async def _decode(self, raws: list[ConsumerRecord[bytes, bytes]]) -> Sequence[Any] | None:
+        """The chunk as the lane takes it: as fetched, or decoded with the schema registry
+        (undecodable records given up first); None when a stop came first."""
+        if self._decoder is None:
+            return raws
+        return await self._decoder.decode(raws, self._stopping)
 
     def _raise_failed(self) -> None:
         """A lane that died of a bug takes its consumer down (the source restarts it)."""
@@ -399,7 +429,7 @@ class KafkaPoller:
         for tp in partitions:
             lane = self._mapping.new_lane(
                 f"{tp.topic}-{tp.partition}",
-                KafkaCodec(self._envelope(), tp.topic, tp.partition),
+                self._codec(tp),
                 on_backpressure=functools.partial(self._pause, tp),
             )
             self._lanes[tp] = lane
@@ -441,6 +471,10 @@ class KafkaPoller:
                 self._consumer.seek(tp, found[tp].offset)
             else:
                 await self._consumer.seek_to_end(tp)
+
+    def _codec(self, tp: TopicPartition) -> Codec:
+        plain = KafkaCodec(self._envelope(), tp.topic, tp.partition)
+        return plain if self._decoder is None else self._decoder.codec(plain)
 
     def _envelope(self) -> dict[str, Any]:
         return kafka_envelope(self._mapping.config, self._bootstrap or [])

@@ -97,7 +97,7 @@ async def kafka_connection(cfg: MappingConfig, aws: AwsConfig) -> tuple[list[str
         servers, tls, auth_type = await _msk_brokers(cfg, aws, auth_type)
     mechanism = AUTHENTICATION.get(auth_type) or None
     protocol = ("SASL_" if mechanism else "") + ("SSL" if tls else "PLAINTEXT")
-    context = await _tls_context(auth_type, secrets) if tls else None
+    context = await tls_context(auth_type, secrets) if tls else None
     username = password = None
     provider: AbstractTokenProvider | None = None
     if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"):
@@ -132,7 +132,7 @@ def _region(cfg: MappingConfig, aws: AwsConfig) -> str:
 # --- TLS ------------------------------------------------------------------------------------
 
 
-async def _tls_context(auth_type: str, secrets: dict[str, dict[str, Any]]) -> ssl.SSLContext:
+async def tls_context(auth_type: str, secrets: dict[str, dict[str, Any]]) -> ssl.SSLContext:
     """The system's CAs, or SERVER_ROOT_CA_CERTIFICATE's; the client certificate of
     CLIENT_CERTIFICATE_TLS_AUTH (its chain, key and the key's password)."""
     cadata = None
