@@ -155,7 +155,8 @@ async def main(args: argparse.Namespace) -> None:
     }
     reached: dict[str, float] = {}
     floors = {"on-demand": ON_DEMAND_START, "provisioned": args.min_pollers * INVOKES_PER_POLLER}
-    while True:
+    next_row = 0.0
+    while True:  # sampled every 1/40 minute, printed every quarter
         minutes = (time.monotonic() - started) / args.minute
         for name in queues:
             if name not in drained and counts[name] >= args.messages:
@@ -172,14 +173,16 @@ async def main(args: argparse.Namespace) -> None:
         for name, i in (("on-demand", 1), ("provisioned", 4)):
             if name not in reached and row[i] >= marks[name]:
                 reached[name] = minutes
-        widths = [max(8, len(h) + 2) for h in header]
-        print(
-            f"{minutes:11.2f}" + "".join(f"{v:>{w}.0f}" for v, w in zip(row, widths, strict=True))
-        )
         back = all(row[i] == floors[n] for i, n in ((1, "on-demand"), (4, "provisioned")))
-        if (len(drained) == 2 and back) or minutes > args.timeout_minutes:
+        end = (len(drained) == 2 and back) or minutes > args.timeout_minutes
+        if minutes >= next_row or end:
+            next_row += 0.25
+            widths = [max(8, len(h) + 2) for h in header]
+            cells = "".join(f"{v:>{w}.0f}" for v, w in zip(row, widths, strict=True))
+            print(f"{minutes:11.2f}{cells}", flush=True)
+        if end:
             break
-        await asyncio.sleep(args.minute / 4)
+        await asyncio.sleep(args.minute / 40)
     daemon.request_stop()
     await task
     floor = args.min_pollers * INVOKES_PER_POLLER

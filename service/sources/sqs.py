@@ -47,6 +47,8 @@ RECEIVE_WAIT_SECONDS = 20
 RECEIVE_MAX = 10
 #: HTTP connections kept for DeleteMessageBatch and ChangeMessageVisibilityBatch
 ACK_CONNECTIONS = 32
+#: ChangeMessageVisibilityBatch calls in flight at once (half the acknowledging connections)
+VISIBILITY_CALLS = ACK_CONNECTIONS // 2
 #: bytes of a record's JSON besides body and attributes (field names, ids, handles, ARN)
 _RECORD_OVERHEAD = 600
 
@@ -442,27 +444,29 @@ class SqsPoller:
     async def _change_visibility(
         self, records: list[dict[str, Any]], seconds: int
     ) -> list[dict[str, Any]]:
-        """ChangeMessageVisibilityBatch; returns the records it was applied to."""
-        changed: list[dict[str, Any]] = []
-        for chunk in _chunks(records, 10):
-            try:
-                resp = await self._sqs.change_message_visibility_batch(
-                    QueueUrl=self._url,
-                    Entries=[
-                        {
-                            "Id": str(i),
-                            "ReceiptHandle": r["receiptHandle"],
-                            "VisibilityTimeout": seconds,
-                        }
-                        for i, r in enumerate(chunk)
-                    ],
-                )
-            except Exception as exc:
-                self._context.metrics.error("polling")
-                self._log.warning("visibility change failed", error=repr(exc))
-                continue
-            changed += [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
-        return changed
+        """ChangeMessageVisibilityBatch, several chunks of 10 at once (a scaled-up mapping
+        holds thousands: one chunk after another would let the last ones lapse); returns
+        the records it was applied to."""
+        calls = asyncio.Semaphore(VISIBILITY_CALLS)
+
+        async def change(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": seconds}
+                for i, r in enumerate(chunk)
+            ]
+            async with calls:
+                try:
+                    resp = await self._sqs.change_message_visibility_batch(
+                        QueueUrl=self._url, Entries=entries
+                    )
+                except Exception as exc:
+                    self._context.metrics.error("polling")
+                    self._log.warning("visibility change failed", error=repr(exc))
+                    return []
+            return [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
+
+        done = await asyncio.gather(*(change(chunk) for chunk in _chunks(records, 10)))
+        return [r for changed in done for r in changed]
 
     async def _delete(self, records: list[dict[str, Any]]) -> None:
         """DeleteMessageBatch, retrying the entries that fail; the records are no longer held
