@@ -153,6 +153,7 @@ class SqsPoller:
         cap = self._capacity
         self._bounds = PoolBounds(cap.pollers(cap.floor), cap.max_pollers)
         # what the scaler reads and resets each period
+        self._receives: int = 0
         self._full_receives: int = 0
         self._received_bytes: int = 0
         self._failed_batches: int = 0
@@ -273,6 +274,7 @@ class SqsPoller:
                         await self._stopping.wait()
                 continue
             messages = resp.get("Messages", [])
+            self._receives += 1
             self._full_receives += len(messages) == RECEIVE_MAX
             if messages:
                 self._received_bytes += sum(len(m.get("Body", "")) for m in messages)
@@ -358,15 +360,17 @@ class SqsPoller:
 
     def _observe(self, elapsed: float) -> Observed:
         """What the last period showed (and reset its counts). Messages are available when
-        a receive came back full, or received messages wait for a concurrency slot."""
+        a receive came back full, or received messages wait for a concurrency slot; without
+        a completed receive nor anything waiting, the period says nothing."""
         waiting = self._slots.waiting or any(lane.queued for lane in self._lanes.values())
+        available = bool(self._full_receives) or bool(waiting) or not self._room.is_set()
         seen = Observed(
-            available=bool(self._full_receives) or bool(waiting) or not self._room.is_set(),
+            available=available if available or self._receives else None,
             failed_batches=self._failed_batches,
             peak=self._slots.take_peak(),
             bytes_per_second=self._received_bytes / elapsed if elapsed > 0 else 0.0,
         )
-        self._full_receives = self._received_bytes = self._failed_batches = 0
+        self._receives = self._full_receives = self._received_bytes = self._failed_batches = 0
         return seen
 
     # --- acknowledging (the lanes' Acker) ---------------------------------------------------

@@ -63,6 +63,15 @@ def minimum_pollers(given: ProvisionedPollers) -> int:
     return PROVISIONED_MIN_DEFAULT
 
 
+def provisioned_view(cfg: MappingConfig) -> dict[str, int] | None:
+    """ProvisionedPollerConfig as the API shows an SQS mapping's: AWS's SQS defaults filled
+    in, and nothing for on demand (``{}``), so a read-modify-write keeps the mode."""
+    given = provisioned_pollers(cfg)
+    if given is None:
+        return None
+    return {"MinimumPollers": minimum_pollers(given), "MaximumPollers": given.MaximumPollers}
+
+
 @dataclass(frozen=True, slots=True)
 class Capacity:
     """The concurrency bounds and growth rate of one SQS mapping (or one worker's share)."""
@@ -196,7 +205,9 @@ class Concurrency:
 class Observed:
     """What the SQS poller saw over one evaluation period."""
 
-    available: bool  # receives came back full, or received messages wait for a slot
+    #: receives came back full, or received messages wait for a slot; None: no receive
+    #: completed and nothing waits (a starved process, a slow endpoint), so no evidence
+    available: bool | None
     failed_batches: int
     peak: int  # most batches in flight at once
     bytes_per_second: float = 0.0
@@ -216,26 +227,38 @@ class SqsScaler:
         self._minute = minute_seconds
         self._credit = 0.0
         self._last: float | None = None
+        self._backlog = False  # what the last period with evidence showed
         self._calm_since: float | None = None
         self._calm_peak = 0
 
     def decide(self, now: float, current: int, seen: Observed) -> tuple[int, str] | None:
-        """A new concurrency and its reason, or None to stay."""
-        elapsed = 0.0 if self._last is None else now - self._last
-        self._last = now
-        cap = self.capacity
-        if seen.available:
+        """A new concurrency and its reason, or None to stay. A period without evidence
+        (``available`` None) continues the last state: during a backlog its time is credited
+        to the next period that has some; otherwise it counts toward the idle minute."""
+        if seen.available is None and self._backlog:
+            return None
+        backlog = bool(seen.available)
+        elapsed = now - self._last if self._last is not None else 0.0
+        self._last, self._backlog = now, backlog
+        if backlog:
             self._calm_since = None
-            if seen.failed_batches or current >= cap.ceiling:
-                self._credit = 0.0
-                return None
-            self._credit += cap.per_minute * elapsed / self._minute
-            grow = int(self._credit // cap.step) * cap.step
-            if grow <= 0:
-                return None
-            self._credit -= grow
-            wanted = min(cap.ceiling, current + grow)
-            return wanted, f"messages available: +{wanted - current} (up to {cap.per_minute}/min)"
+            return self._grow(current, seen, elapsed)
+        return self._shrink(now, current, seen)
+
+    def _grow(self, current: int, seen: Observed, elapsed: float) -> tuple[int, str] | None:
+        cap = self.capacity
+        if seen.failed_batches or current >= cap.ceiling:
+            self._credit = 0.0
+            return None
+        self._credit += cap.per_minute * elapsed / self._minute
+        grow = int(self._credit // cap.step) * cap.step
+        if grow <= 0:
+            return None
+        self._credit -= grow
+        wanted = min(cap.ceiling, current + grow)
+        return wanted, f"messages available: +{wanted - current} (up to {cap.per_minute}/min)"
+
+    def _shrink(self, now: float, current: int, seen: Observed) -> tuple[int, str] | None:
         self._credit = 0.0
         if self._calm_since is None:
             self._calm_since, self._calm_peak = now, seen.peak
@@ -245,6 +268,7 @@ class SqsScaler:
             return None
         peak = self._calm_peak
         self._calm_since, self._calm_peak = now, 0
+        cap = self.capacity
         wanted = max(cap.floor, min(current, cap.step * math.ceil(peak / cap.step)))
         if wanted >= current:
             return None

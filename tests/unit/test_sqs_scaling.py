@@ -132,3 +132,28 @@ async def test_concurrency_limit_resizes_while_held() -> None:
     async with slots:
         assert slots.held == 1
     assert slots.held == 0
+
+
+def test_a_period_without_evidence_is_credited_to_the_next() -> None:
+    s = SqsScaler(Capacity(False, 5, 1000, 300, 100), minute_seconds=60)
+    s.decide(0.0, 5, BACKLOG)
+    unknown = Observed(available=None, failed_batches=0, peak=0)
+    assert s.decide(1.0, 5, unknown) is None and s.decide(2.0, 5, unknown) is None
+    decision = s.decide(3.0, 5, BACKLOG)  # 3 s at 300 a minute
+    assert decision is not None and decision[0] == 20
+
+
+def test_an_idle_queue_without_evidence_still_shrinks_and_saves_no_growth() -> None:
+    """An idle queue's long polls rarely complete within a period: that counts as idle, and a
+    later burst starts its ramp from then, not with the idle time as credit."""
+    s = SqsScaler(Capacity(False, 5, 1000, 300, 100), minute_seconds=60)
+    unknown = Observed(available=None, failed_batches=0, peak=0)
+    s.decide(0.0, 200, Observed(False, 0, peak=0))
+    assert s.decide(30.0, 200, unknown) is None
+    assert s.decide(61.0, 200, unknown) == (
+        5,
+        "no backlog for a minute (60 s); at most 0 in flight",
+    )
+    s.decide(600.0, 5, unknown)
+    decision = s.decide(601.0, 5, BACKLOG)
+    assert decision is not None and decision[0] == 10  # one second's worth: +5
