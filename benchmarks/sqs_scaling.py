@@ -11,7 +11,8 @@ Every quarter of an AWS minute it prints, for each mapping, AWS's documented fig
 demand: 5 concurrent batches + 300 a minute up to 1,000; provisioned: MinimumPollers x 10 +
 1,000 a minute up to MaximumPollers x 10 and 20,000, while messages are available), the
 concurrency esmd allows (esm_invoke_concurrency_limit), the batches in flight and the
-pollers, and when each queue drained. After an idle minute both shrink back.
+pollers, and when each queue drained. t = 0 is when both mappings have connected. After an
+idle minute both shrink back.
 
     python benchmarks/sqs_scaling.py --messages 5000 --minute 10
 """
@@ -53,7 +54,7 @@ delivered: dict[str, int] = defaultdict(int)
 
 
 async def slow_handler(event: dict[str, Any], context: Any) -> None:
-    """Takes HANDLER_SECONDS a batch."""
+    """Takes HANDLER_SECONDS a batch (a function that waits on a database)."""
     name = context.function_name
     in_flight[name] += 1
     try:
@@ -146,7 +147,12 @@ async def main(args: argparse.Namespace) -> None:
     print(f"{'t (AWS min)':>11}" + "".join(f"{h:>{max(8, len(h) + 2)}}" for h in header))
     daemon = Daemon(config)
     task = asyncio.create_task(daemon.run(handle_signals=False))
+    launched = time.monotonic()
+    # t = 0 when both mappings have connected and show their starting concurrency
+    while not all(gauge(daemon, "esm_invoke_concurrency_limit", name) for name in queues):
+        await asyncio.sleep(0.01)
     started = time.monotonic()
+    print(f"(both mappings connected {started - launched:.1f} s after the daemon started)")
     drained: dict[str, float] = {}
     # a level each ramp reaches, and when AWS's figures reach it
     marks = {
