@@ -254,6 +254,7 @@ class SqsPoller:
         failures = 0
         while not self._stopping.is_set() and not retire.is_set():
             await self._room.wait()
+            sent = time.monotonic()  # visibility runs from the receive, not its answer
             try:
                 resp = await self._sqs.receive_message(
                     QueueUrl=self._url,
@@ -279,7 +280,7 @@ class SqsPoller:
             if messages:
                 self._received_bytes += sum(len(m.get("Body", "")) for m in messages)
                 records = [lambda_record(m, self._arn, self._region) for m in messages]
-                self._hold(records)
+                self._hold(records, sent)
                 self._context.metrics.polled.inc(len(records))
                 self._dispatch(records)
 
@@ -408,8 +409,10 @@ class SqsPoller:
 
     # --- visibility -------------------------------------------------------------------------
 
-    def _hold(self, records: list[dict[str, Any]]) -> None:
-        until = time.monotonic() + self._visibility
+    def _hold(self, records: list[dict[str, Any]], received: float) -> None:
+        """Track messages from the moment their receive was sent: on a busy loop the answer
+        may be read seconds after the queue started their visibility timeout."""
+        until = received + self._visibility
         for r in records:
             self._held[r["receiptHandle"]] = (r, until)
         self._track(len(records))
