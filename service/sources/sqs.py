@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 RECEIVE_WAIT_SECONDS = 20
 RECEIVE_MAX = 10
+#: a receive unanswered this long is waiting on an empty queue
+EMPTY_POLL_SECONDS = 2.0
 #: HTTP connections kept for DeleteMessageBatch and ChangeMessageVisibilityBatch
 ACK_CONNECTIONS = 32
 #: ChangeMessageVisibilityBatch calls in flight at once (half the acknowledging connections)
@@ -154,6 +156,8 @@ class SqsPoller:
         self._bounds = PoolBounds(cap.pollers(cap.floor), cap.max_pollers)
         # what the scaler reads and resets each period
         self._receives: int = 0
+        #: when each receiver's receive in progress was sent (keyed by its retire event)
+        self._polling: dict[asyncio.Event, float] = {}
         self._full_receives: int = 0
         self._received_bytes: int = 0
         self._failed_batches: int = 0
@@ -255,6 +259,7 @@ class SqsPoller:
         while not self._stopping.is_set() and not retire.is_set():
             await self._room.wait()
             sent = time.monotonic()  # visibility runs from the receive, not its answer
+            self._polling[retire] = sent
             try:
                 resp = await self._sqs.receive_message(
                     QueueUrl=self._url,
@@ -274,6 +279,8 @@ class SqsPoller:
                     async with asyncio.timeout(wait):
                         await self._stopping.wait()
                 continue
+            finally:
+                del self._polling[retire]
             messages = resp.get("Messages", [])
             self._receives += 1
             self._full_receives += len(messages) == RECEIVE_MAX
@@ -361,12 +368,16 @@ class SqsPoller:
 
     def _observe(self, elapsed: float) -> Observed:
         """What the last period showed (and reset its counts). Messages are available when
-        a receive came back full, or received messages wait for a concurrency slot; without
-        a completed receive nor anything waiting, the period says nothing."""
+        a receive came back full, or received messages wait for a concurrency slot. A long
+        poll still open after EMPTY_POLL_SECONDS found the queue empty (SQS answers at once
+        when it has messages); without that, a completed receive or anything waiting, the
+        period says nothing."""
         waiting = self._slots.waiting or any(lane.queued for lane in self._lanes.values())
         available = bool(self._full_receives) or bool(waiting) or not self._room.is_set()
+        now = time.monotonic()
+        empty = any(now - sent > EMPTY_POLL_SECONDS for sent in self._polling.values())
         seen = Observed(
-            available=available if available or self._receives else None,
+            available=available if available or self._receives or empty else None,
             failed_batches=self._failed_batches,
             peak=self._slots.take_peak(),
             bytes_per_second=self._received_bytes / elapsed if elapsed > 0 else 0.0,
