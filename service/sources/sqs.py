@@ -1,10 +1,11 @@
 """SQS source: standard and FIFO queues, with Lambda's delivery and deletion semantics.
 
 Receivers long-poll (20 s, 10 messages a call) and feed lanes: a standard queue has one
-unordered lane whose batches run concurrently, up to ScalingConfig.MaximumConcurrency; a FIFO
-queue has an ordered lane per MessageGroupId (one batch of a group in flight), under the same
-cap. The Invoker settles each batch (SQS retries by redelivery: nothing is retried here) and
-this module acknowledges, as the lane's Acker. Acknowledging is deleting:
+unordered lane whose batches run concurrently, as many as the mapping's scaler allows (AWS's
+on-demand ramp or provisioned pollers x 10, service/sources/sqs_scaling.py); a FIFO queue has
+an ordered lane per MessageGroupId (one batch of a group in flight), under the same cap.
+The Invoker settles each batch (SQS retries by redelivery: nothing is retried here) and this
+module acknowledges, as the lane's Acker. Acknowledging is deleting:
 
 - success deletes the batch; a failed invocation deletes nothing, so the messages return
   when their visibility timeout ends and the queue's own redrive policy moves them to its DLQ;
