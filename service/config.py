@@ -365,9 +365,9 @@ class EsmLoggingConfig(_Model):
 
 
 class ProvisionedPollers(_Model):
-    """AWS's ProvisionedPollerConfig. ``{}`` turns provisioned mode off (on demand). The
-    per-kind rules (SQS: MinimumPollers default and minimum 2, MaximumPollers up to 10,000;
-    Kafka: MaximumPollers up to 2,000) are in service/sources/__init__.py."""
+    """AWS's ProvisionedPollerConfig. The per-kind rules are in service/sources/__init__.py:
+    SQS: MinimumPollers default and minimum 2, MaximumPollers up to 10,000, and ``{}`` means
+    on demand; Kafka: MaximumPollers up to 2,000."""
 
     MinimumPollers: int = Field(1, ge=1, le=200, description="Kafka default 1, SQS default 2")
     MaximumPollers: int = Field(
