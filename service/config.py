@@ -136,7 +136,13 @@ class ScalingSettings(_Model):
         60.0, gt=0, description="Evaluation interval without ProvisionedPollerConfig (AWS: 1 min)"
     )
     sqs_period_seconds: float = Field(
-        2.0, gt=0, description="How often an SQS mapping's receivers are evaluated"
+        1.0, gt=0, description="How often an SQS mapping's concurrency is evaluated"
+    )
+    sqs_minute_seconds: float = Field(
+        60.0,
+        gt=0,
+        description="The length of AWS's minute in SQS scaling (growth per minute, the idle "
+        "minute before shrinking); lower it to compress time in tests and benchmarks",
     )
 
 
@@ -450,8 +456,14 @@ class EsmLoggingConfig(_Model):
 
 
 class ProvisionedPollers(_Model):
-    MinimumPollers: int = Field(1, ge=1, le=200)
-    MaximumPollers: int = Field(200, ge=1, le=2000)
+    """AWS's ProvisionedPollerConfig. The per-kind rules are in service/sources/__init__.py:
+    SQS: MinimumPollers default and minimum 2, MaximumPollers up to 10,000, and ``{}`` means
+    on demand; Kafka: MaximumPollers up to 2,000."""
+
+    MinimumPollers: int = Field(1, ge=1, le=200, description="Kafka default 1, SQS default 2")
+    MaximumPollers: int = Field(
+        200, ge=1, le=10000, description="Kafka: 1 to 2,000; SQS: 2 to 10,000"
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> ProvisionedPollers:

@@ -19,7 +19,7 @@ from service.batching import BatchBuilder
 from service.config import EsmdConfig, MappingConfig
 from service.filters import FilterCriteria
 from service.invoke import ErrorPolicy, Invoker
-from service.lane import Acker, Codec, Lane
+from service.lane import Acker, Codec, Lane, Slots
 from service.metrics import MappingMetrics
 from service.targets import Target
 from service.windows import TumblingWindow
@@ -75,7 +75,7 @@ class MappingContext:
         invoker: Invoker | None = None,
         acker: Acker | None = None,
         ordered: bool = True,
-        slots: asyncio.Semaphore | None = None,
+        slots: Slots | None = None,
         fifo: bool = False,
         window: TumblingWindow | None = None,
         max_queued: int | None = None,

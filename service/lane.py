@@ -44,6 +44,19 @@ if TYPE_CHECKING:
 Kept = tuple[dict[str, Any], int, int]
 
 
+class Slots(Protocol):
+    """What limits an unordered lane's batches in flight: an ``asyncio.Semaphore``, or a
+    limit that a scaler resizes (service/sources/sqs_scaling.py's Concurrency)."""
+
+    async def acquire(self) -> Any: ...
+
+    def release(self) -> None: ...
+
+    async def __aenter__(self) -> Any: ...
+
+    async def __aexit__(self, *exc: Any) -> Any: ...
+
+
 class Codec(Protocol):
     """What a source supplies to a lane: record conversion, filtering and the event envelope."""
 
@@ -94,7 +107,7 @@ class Lane:
         *,
         acker: Acker | None = None,
         ordered: bool = True,
-        slots: asyncio.Semaphore | None = None,
+        slots: Slots | None = None,
         fifo: bool = False,
         window: TumblingWindow | None = None,
         max_queued: int = 20_000,

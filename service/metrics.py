@@ -14,9 +14,10 @@ The set, every series labelled ``mapping`` and ``source``:
   so ``rate()`` and ``increase()`` see the first increment;
 - gauges: ``esm_offset_lag`` (Kafka, ``partition`` label: sum and max are PromQL's),
   ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
-  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight), and
-  esmd's own ``esmd_asyncio_tasks`` (unlabelled: the process's asyncio tasks, set when
-  /metrics is served; a soak run watches it for leaks);
+  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight),
+  ``esm_invoke_concurrency_limit`` (SQS: how many the scaler allows now), and esmd's own
+  ``esmd_asyncio_tasks`` (unlabelled: the process's asyncio tasks, set when /metrics is
+  served; a soak run watches it for leaks);
 - histograms: ``esm_batch_size`` (``reason`` the batch closed: size, window, bytes, ...) and
   ``esm_invoke_duration_seconds``.
 
@@ -121,6 +122,14 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.invoke_concurrency_limit = Gauge(
+            "esm_invoke_concurrency_limit",
+            "Invocations of the mapping its scaler allows in flight now (SQS: the on-demand "
+            "ramp or provisioned pollers x 10)",
+            _LABELS,
+            registry=r,
+            multiprocess_mode="livesum",
+        )
 
         self.asyncio_tasks = Gauge(
             "esmd_asyncio_tasks",
@@ -202,3 +211,8 @@ class MappingMetrics:
 
     def pollers(self, kind: str) -> Gauge:
         return self.metrics.pollers.labels(self.mapping, self.source, kind)
+
+    @property
+    def concurrency_limit(self) -> Gauge:
+        """Bound on first use: only sources whose scaler sets a concurrency have one (SQS)."""
+        return self.metrics.invoke_concurrency_limit.labels(self.mapping, self.source)

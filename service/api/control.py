@@ -31,6 +31,8 @@ from service.api.store import SqliteMappingStore, Stored
 from service.config import ConfigError, EsmdConfig, MappingConfig, mapping_uuid, parse_mapping
 from service.errors import USER_INITIATED
 from service.mapping import Mapping, State
+from service.sources.kinds import SourceKind
+from service.sources.sqs_scaling import provisioned_view
 from service.targets import TARGETS
 
 #: how often the store is read for changes made by other processes sharing it
@@ -343,6 +345,8 @@ class Control:
             entry.transition = None
         state = entry.transition or running
         props = cfg.model_dump(mode="json", exclude_none=True)
+        if cfg.source_kind is SourceKind.SQS:  # SQS's own defaults; {} is on demand
+            props["ProvisionedPollerConfig"] = provisioned_view(cfg)
         esmd = self.esmd
         extra = {
             "UUID": cfg.uuid,

@@ -167,6 +167,10 @@ def live_rows(cfg: MappingConfig, live: Live) -> list[tuple[str, str]]:
     elif cfg.source_kind.is_stream:
         age = s2.total("esm_iterator_age_milliseconds", name)
         rows.append(("iterator age", f"{age:g} ms"))
+    if cfg.source_kind is SourceKind.SQS:
+        flying = s2.total("esm_invoke_concurrency", name)
+        allowed = s2.total("esm_invoke_concurrency_limit", name)
+        rows.append(("concurrency", f"{flying:g} in flight / {allowed:g} allowed"))
     rows.append(("last result", _last_result(live, name, status)))
     rates = (
         f"polled {_rate(live, name, 'esm_polled_events_total'):.1f}/s, "

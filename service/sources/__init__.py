@@ -86,6 +86,9 @@ def _kafka_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
     if not m.Topics:
         yield "Topics", "a Kafka mapping needs exactly one topic"
     msk = m.SelfManagedEventSource is None
+    pollers = m.ProvisionedPollerConfig
+    if pollers is not None and pollers.MaximumPollers > 2000:
+        yield "ProvisionedPollerConfig.MaximumPollers", "Kafka mappings allow at most 2,000 (AWS)"
     if msk and m.KafkaTls is not None:
         yield "KafkaTls", "for self-managed Kafka only: MSK's broker string decides"
     yield from access_errors(m, msk)
@@ -103,14 +106,35 @@ def _sqs_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "BatchSize", "above 10 an SQS mapping needs MaximumBatchingWindowInSeconds >= 1"
     if (m.EventSourceArn or "").endswith(".fifo") and (m.BatchSize or 0) > 10:
         yield "BatchSize", "a FIFO queue allows at most 10"
-    pollers = m.ProvisionedPollerConfig
-    if pollers is not None and pollers.MinimumPollers < 2:
-        yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
+    yield from _sqs_scaling_rules(m)
     if m.on_failure_destination is not None:
         why = "failed messages return to the queue and its redrive policy (a DLQ) applies"
         yield (
             "DestinationConfig.OnFailure.Destination",
             (f"SQS mappings have no OnFailure destination: {why}"),
+        )
+
+
+def _sqs_scaling_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    """AWS's SQS provisioned mode: 2 to 200 minimum pollers, 2 to 10,000 maximum (the API
+    reference's ProvisionedPollerConfig), and never with ScalingConfig (they are the two
+    exclusive ways to size an SQS mapping). ``{}`` is on demand."""
+    pollers = m.ProvisionedPollerConfig
+    if pollers is None or not pollers.model_fields_set:
+        return
+    given = pollers.model_fields_set
+    if "MinimumPollers" in given and pollers.MinimumPollers < 2:
+        yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
+    if pollers.MaximumPollers < max(2, pollers.MinimumPollers):
+        yield (
+            "ProvisionedPollerConfig.MaximumPollers",
+            "must be at least 2 and at least MinimumPollers (SQS's MinimumPollers default is 2)",
+        )
+    if m.ScalingConfig is not None:
+        yield (
+            "ScalingConfig",
+            "an SQS mapping takes ScalingConfig (on demand) or ProvisionedPollerConfig "
+            "(provisioned mode), not both, as AWS requires",
         )
 
 

@@ -1,10 +1,11 @@
 """SQS source: standard and FIFO queues, with Lambda's delivery and deletion semantics.
 
 Receivers long-poll (20 s, 10 messages a call) and feed lanes: a standard queue has one
-unordered lane whose batches run concurrently, up to ScalingConfig.MaximumConcurrency; a FIFO
-queue has an ordered lane per MessageGroupId (one batch of a group in flight), under the same
-cap. The Invoker settles each batch (SQS retries by redelivery: nothing is retried here) and
-this module acknowledges, as the lane's Acker. Acknowledging is deleting:
+unordered lane whose batches run concurrently, as many as the mapping's scaler allows (AWS's
+on-demand ramp or provisioned pollers x 10, service/sources/sqs_scaling.py); a FIFO queue has
+an ordered lane per MessageGroupId (one batch of a group in flight), under the same cap.
+The Invoker settles each batch (SQS retries by redelivery: nothing is retried here) and this
+module acknowledges, as the lane's Acker. Acknowledging is deleting:
 
 - success deletes the batch; a failed invocation deletes nothing, so the messages return
   when their visibility timeout ends and the queue's own redrive policy moves them to its DLQ;
@@ -38,26 +39,21 @@ from service.filters import parse_payload
 from service.invoke import Backoff
 from service.lane import Kept, Lane
 from service.scaling import PollerPool, PoolBounds
+from service.sources.sqs_scaling import Capacity, Concurrency, Observed, SqsScaler, capacity_for
 
 if TYPE_CHECKING:
     from service.filters import FilterCriteria
 
 RECEIVE_WAIT_SECONDS = 20
 RECEIVE_MAX = 10
+#: a receive unanswered this long is waiting on an empty queue
+EMPTY_POLL_SECONDS = 2.0
 #: HTTP connections kept for DeleteMessageBatch and ChangeMessageVisibilityBatch
 ACK_CONNECTIONS = 32
+#: ChangeMessageVisibilityBatch calls in flight at once (half the acknowledging connections)
+VISIBILITY_CALLS = ACK_CONNECTIONS // 2
 #: bytes of a record's JSON besides body and attributes (field names, ids, handles, ARN)
 _RECORD_OVERHEAD = 600
-
-
-def pool_bounds(cfg: MappingConfig, concurrency: int | None) -> PoolBounds:
-    """Provisioned: the configured bounds. On demand: Lambda starts with 5 pollers; we grow
-    to 100 (or MaximumConcurrency, which caps the invocations anyway)."""
-    if cfg.ProvisionedPollerConfig is not None:
-        pp = cfg.ProvisionedPollerConfig
-        return PoolBounds(pp.MinimumPollers, pp.MaximumPollers)
-    ceiling = min(100, concurrency or 100)
-    return PoolBounds(min(5, ceiling), ceiling)
 
 
 def queue_parts(arn: str) -> tuple[str, str, str]:
@@ -154,21 +150,27 @@ class SqsPoller:
         self._arn = cfg.EventSourceArn or ""
         self._region, self._account, self._queue = queue_parts(self._arn)
         self._fifo = self._queue.endswith(".fifo")
-        concurrency = cfg.ScalingConfig.MaximumConcurrency if cfg.ScalingConfig else None
-        self._bounds = context.worker.share(pool_bounds(cfg, concurrency))
+        # the mapping's capacity model (on demand or provisioned); each worker process
+        # takes its share of it
+        self._capacity: Capacity = capacity_for(cfg).share(context.worker.part)
+        cap = self._capacity
+        self._bounds = PoolBounds(cap.pollers(cap.floor), cap.max_pollers)
         # what the scaler reads and resets each period
         self._receives: int = 0
+        #: when each receiver's receive in progress was sent (keyed by its retire event)
+        self._polling: dict[asyncio.Event, float] = {}
         self._full_receives: int = 0
+        self._received_bytes: int = 0
         self._failed_batches: int = 0
-        # MaximumConcurrency is the whole mapping's: each worker process takes its share
-        self._slots = asyncio.Semaphore(context.worker.part(concurrency) if concurrency else 1000)
+        # the batches in flight, resized by the scaler
+        self._slots = Concurrency(cap.floor)
         self._stopping = asyncio.Event()
         # the receivers' brake: they pause while this many messages are received but not yet
         # acknowledged or given back (each one is invisible)
         self._room = asyncio.Event()
         self._room.set()
         self._outstanding = 0
-        self._max_outstanding = max(100, 2 * (concurrency or 100) * cfg.batch_size)
+        self._batch_size = cfg.batch_size
         self._lanes: dict[str, Lane] = {}
         self._lane_error: BaseException | None = None
         self._acks: set[asyncio.Task[None]] = set()
@@ -202,17 +204,18 @@ class SqsPoller:
                 self._receive_loop, self._bounds, self._context.metrics, "sqs receiver"
             )
             pool.start()
+            self._context.metrics.concurrency_limit.set(self._slots.limit)
+            cap = self._capacity
             self._log.info(
                 "polling",
                 queue=self._url,
                 fifo=self._fifo,
+                mode="provisioned" if cap.provisioned else "on demand",
+                concurrency=f"{cap.floor}..{cap.ceiling}",
                 pollers=f"{self._bounds.minimum}..{self._bounds.maximum}",
             )
             helpers = [
-                asyncio.create_task(
-                    self._scale_loop(pool, self._context.esmd.scaling.sqs_period_seconds),
-                    name="sqs scaler",
-                ),
+                asyncio.create_task(self._scale_loop(pool), name="sqs scaler"),
                 asyncio.create_task(self._visibility_loop(), name="sqs visibility keeper"),
             ]
             try:
@@ -232,7 +235,12 @@ class SqsPoller:
     def status(self) -> dict[str, Any]:
         pollers = self._pool.size if self._pool else 0
         queued = sum(lane.queued for lane in self._lanes.values())
-        return {"queue": self._url, "pollers": pollers, "queued": queued}
+        return {
+            "queue": self._url,
+            "pollers": pollers,
+            "concurrency": self._slots.limit,
+            "queued": queued,
+        }
 
     async def _drain(self) -> None:
         """Let in-flight invocations finish; give back what was received but not invoked."""
@@ -251,6 +259,8 @@ class SqsPoller:
         failures = 0
         while not self._stopping.is_set() and not retire.is_set():
             await self._room.wait()
+            sent = time.monotonic()  # visibility runs from the receive, not its answer
+            self._polling[retire] = sent
             try:
                 resp = await self._sqs.receive_message(
                     QueueUrl=self._url,
@@ -270,12 +280,15 @@ class SqsPoller:
                     async with asyncio.timeout(wait):
                         await self._stopping.wait()
                 continue
+            finally:
+                del self._polling[retire]
             messages = resp.get("Messages", [])
             self._receives += 1
             self._full_receives += len(messages) == RECEIVE_MAX
             if messages:
+                self._received_bytes += sum(len(m.get("Body", "")) for m in messages)
                 records = [lambda_record(m, self._arn, self._region) for m in messages]
-                self._hold(records)
+                self._hold(records, sent)
                 self._context.metrics.polled.inc(len(records))
                 self._dispatch(records)
 
@@ -328,20 +341,50 @@ class SqsPoller:
 
     # --- scaling --------------------------------------------------------------------------
 
-    async def _scale_loop(self, pool: PollerPool, period: float) -> None:
-        """Lambda's on-demand rule, in small steps: grow while receives come back full and
-        invocations succeed; shrink while receives come back short or empty."""
+    async def _scale_loop(self, pool: PollerPool) -> None:
+        """Lambda's rule (service/sources/sqs_scaling.py), evaluated every period: the
+        scaler sets the concurrency, the receivers follow it."""
+        settings = self._context.esmd.scaling
+        scaler = SqsScaler(self._capacity, settings.sqs_minute_seconds)
+        period = settings.sqs_period_seconds
+        last = time.monotonic()
         while True:
             await asyncio.sleep(period)
-            receives, full, failed = self._receives, self._full_receives, self._failed_batches
-            self._receives = self._full_receives = self._failed_batches = 0
-            size = pool.size
-            if receives and full / receives >= 0.9 and not failed:
-                pool.resize(size + max(1, size // 2), f"backlog: {full}/{receives} full")
-            elif failed:
-                pool.resize(size - 1, f"{failed} failed invocations")
-            elif receives and full / receives < 0.5:
-                pool.resize(size - 1, f"little backlog: {full}/{receives} full")
+            now = time.monotonic()
+            seen = self._observe(now - last)
+            last = now
+            decision = scaler.decide(now, self._slots.limit, seen)
+            reason = "concurrency follows" if decision is None else decision[1]
+            if decision is not None:
+                self._log.info(
+                    "scaling concurrency",
+                    before=self._slots.limit,
+                    after=decision[0],
+                    reason=reason,
+                )
+                self._slots.resize(decision[0])
+                self._context.metrics.concurrency_limit.set(decision[0])
+                self._track(0)  # the receivers' brake follows the limit
+            pool.resize(self._capacity.pollers(self._slots.limit, seen.bytes_per_second), reason)
+
+    def _observe(self, elapsed: float) -> Observed:
+        """What the last period showed (and reset its counts). Messages are available when
+        a receive came back full, or received messages wait for a concurrency slot. A long
+        poll still open after EMPTY_POLL_SECONDS found the queue empty (SQS answers at once
+        when it has messages); without that, a completed receive or anything waiting, the
+        period says nothing."""
+        waiting = self._slots.waiting or any(lane.queued for lane in self._lanes.values())
+        available = bool(self._full_receives) or bool(waiting) or not self._room.is_set()
+        now = time.monotonic()
+        empty = any(now - sent > EMPTY_POLL_SECONDS for sent in self._polling.values())
+        seen = Observed(
+            available=available if available or self._receives or empty else None,
+            failed_batches=self._failed_batches,
+            peak=self._slots.take_peak(),
+            bytes_per_second=self._received_bytes / elapsed if elapsed > 0 else 0.0,
+        )
+        self._receives = self._full_receives = self._received_bytes = self._failed_batches = 0
+        return seen
 
     # --- acknowledging (the lanes' Acker) ---------------------------------------------------
 
@@ -378,8 +421,10 @@ class SqsPoller:
 
     # --- visibility -------------------------------------------------------------------------
 
-    def _hold(self, records: list[dict[str, Any]]) -> None:
-        until = time.monotonic() + self._visibility
+    def _hold(self, records: list[dict[str, Any]], received: float) -> None:
+        """Track messages from the moment their receive was sent: on a busy loop the answer
+        may be read seconds after the queue started their visibility timeout."""
+        until = received + self._visibility
         for r in records:
             self._held[r["receiptHandle"]] = (r, until)
         self._track(len(records))
@@ -391,9 +436,9 @@ class SqsPoller:
         self._track(-gone)
 
     def _track(self, delta: int) -> None:
-        """Count messages held; brake the receivers at the cap."""
+        """Count messages held; brake the receivers at twice what the concurrency invokes."""
         self._outstanding += delta
-        if self._outstanding >= self._max_outstanding:
+        if self._outstanding >= max(100, 2 * self._slots.limit * self._batch_size):
             self._room.clear()
         else:
             self._room.set()
@@ -418,27 +463,29 @@ class SqsPoller:
     async def _change_visibility(
         self, records: list[dict[str, Any]], seconds: int
     ) -> list[dict[str, Any]]:
-        """ChangeMessageVisibilityBatch; returns the records it was applied to."""
-        changed: list[dict[str, Any]] = []
-        for chunk in _chunks(records, 10):
-            try:
-                resp = await self._sqs.change_message_visibility_batch(
-                    QueueUrl=self._url,
-                    Entries=[
-                        {
-                            "Id": str(i),
-                            "ReceiptHandle": r["receiptHandle"],
-                            "VisibilityTimeout": seconds,
-                        }
-                        for i, r in enumerate(chunk)
-                    ],
-                )
-            except Exception as exc:
-                self._context.metrics.error("polling")
-                self._log.warning("visibility change failed", error=repr(exc))
-                continue
-            changed += [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
-        return changed
+        """ChangeMessageVisibilityBatch, several chunks of 10 at once (a scaled-up mapping
+        holds thousands: one chunk after another would let the last ones lapse); returns
+        the records it was applied to."""
+        calls = asyncio.Semaphore(VISIBILITY_CALLS)
+
+        async def change(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            entries = [
+                {"Id": str(i), "ReceiptHandle": r["receiptHandle"], "VisibilityTimeout": seconds}
+                for i, r in enumerate(chunk)
+            ]
+            async with calls:
+                try:
+                    resp = await self._sqs.change_message_visibility_batch(
+                        QueueUrl=self._url, Entries=entries
+                    )
+                except Exception as exc:
+                    self._context.metrics.error("polling")
+                    self._log.warning("visibility change failed", error=repr(exc))
+                    return []
+            return [chunk[int(ok["Id"])] for ok in resp.get("Successful", [])]
+
+        done = await asyncio.gather(*(change(chunk) for chunk in _chunks(records, 10)))
+        return [r for changed in done for r in changed]
 
     async def _delete(self, records: list[dict[str, Any]]) -> None:
         """DeleteMessageBatch, retrying the entries that fail; the records are no longer held

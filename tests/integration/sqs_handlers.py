@@ -33,6 +33,24 @@ async def slow(event: dict[str, Any], context: Any) -> None:
     collect(event, context)
 
 
+#: per function name: batches in flight now and the most at once (``paced``)
+in_flight: dict[str, int] = defaultdict(int)
+most_in_flight: dict[str, int] = defaultdict(int)
+PACE_SECONDS = 0.5
+
+
+async def paced(event: dict[str, Any], context: Any) -> None:
+    """Takes PACE_SECONDS a batch, so concurrency, not the handler, limits the rate."""
+    name = context.function_name
+    in_flight[name] += 1
+    most_in_flight[name] = max(most_in_flight[name], in_flight[name])
+    try:
+        await asyncio.sleep(PACE_SECONDS)
+        collect(event, context)
+    finally:
+        in_flight[name] -= 1
+
+
 processor = BatchProcessor(event_type=EventType.SQS)
 
 

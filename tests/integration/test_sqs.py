@@ -85,18 +85,13 @@ async def test_filter_delivers_matching_deletes_the_rest(
         arn,
         FilterCriteria={"Filters": [{"Pattern": '{"body": {"status": ["keep"]}}'}]},
     )
-    # evaluated often enough to see the pool grow while the backlog lasts (a few seconds)
+    # evaluated often enough to see the concurrency grow while the backlog lasts
     cfg["scaling"] = {"sqs_period_seconds": 0.25}
-    pollers: list[float] = []
+    limits: list[float] = []
     async with running_daemon(cfg) as daemon:
 
         def kept_all() -> bool:
-            pollers.append(
-                daemon.metrics.registry.get_sample_value(
-                    "esm_pollers", {"mapping": fn, "source": "sqs", "kind": "current"}
-                )
-                or 0
-            )
+            limits.append(metric(daemon, "esm_invoke_concurrency_limit", fn))
             return len(sqs_handlers.seen[fn]) >= 2500
 
         await wait_for(kept_all, 120, "2,500 kept messages")
@@ -112,8 +107,8 @@ async def test_filter_delivers_matching_deletes_the_rest(
         }
     assert sorted(b["seq"] for b in sqs_handlers.seen[fn]) == list(range(1, 5000, 2))
     assert counts == {"polled": 5000, "filtered_out": 2500, "invoked": 2500, "deleted": 5000}
-    # on demand: 5 pollers to start, more while every receive comes back full
-    assert min(p for p in pollers if p) == 5 and max(pollers) > 5
+    # on demand: 5 concurrent batches to start, more while messages are available
+    assert min(p for p in limits if p) == 5 and max(limits) > 5
     SqsModel.model_validate(copy.deepcopy(sqs_handlers.events[fn][0]))
 
 

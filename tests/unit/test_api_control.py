@@ -117,3 +117,22 @@ def test_api_secrets_may_come_from_env_or_a_file(
     found = {c.access_key_id: c.secret_access_key.get_secret_value() for c in api.credentials}
     assert found == {"A": "from-env", "B": "from-file", "C": "plain"}
     assert "from-env" not in repr(api)
+
+
+async def test_sqs_provisioned_config_shows_aws_defaults_and_empty_is_on_demand(
+    tmp_path: Path,
+) -> None:
+    ctl = await control(tmp_path, FakeRunner())
+    made = await ctl.create(
+        {
+            "EventSourceArn": ARN,
+            "FunctionName": "f",
+            "ProvisionedPollerConfig": {"MaximumPollers": 9},
+        }
+    )
+    assert made["ProvisionedPollerConfig"] == {"MinimumPollers": 2, "MaximumPollers": 9}
+    empty = await ctl.create(
+        {"EventSourceArn": ARN + "2", "FunctionName": "f", "ProvisionedPollerConfig": {}}
+    )
+    assert "ProvisionedPollerConfig" not in empty
+    await ctl.close()

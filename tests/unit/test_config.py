@@ -169,6 +169,49 @@ def test_sqs_provisioned_pollers_start_at_two_as_in_aws() -> None:
     assert parse_config({"mappings": [two]}).mappings[0].ProvisionedPollerConfig is not None
 
 
+def test_sqs_provisioned_ranges_and_exclusive_with_scaling_config() -> None:
+    """The API reference: SQS MaximumPollers 2 to 10,000, Kafka 1 to 2,000; ScalingConfig
+    and ProvisionedPollerConfig are the two exclusive ways to size an SQS mapping."""
+    ten_k = {**SQS, "ProvisionedPollerConfig": {"MaximumPollers": 10000}}
+    assert parse_config({"mappings": [ten_k]}).mappings[0].ProvisionedPollerConfig is not None
+    both = {
+        **SQS,
+        "ScalingConfig": {"MaximumConcurrency": 50},
+        "ProvisionedPollerConfig": {"MinimumPollers": 2},
+    }
+    too_few = {**SQS, "Name": "few", "ProvisionedPollerConfig": {"MaximumPollers": 1}}
+    too_many = {**SQS, "Name": "many", "ProvisionedPollerConfig": {"MaximumPollers": 10001}}
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": [both, too_few, too_many]})
+    problems = [str(p) for p in info.value.problems]
+    assert problems[0] == (
+        "mapping 'orders': ScalingConfig: an SQS mapping takes ScalingConfig (on demand) or "
+        "ProvisionedPollerConfig (provisioned mode), not both, as AWS requires"
+    )
+    assert problems[1].startswith("mapping 'few': ProvisionedPollerConfig.MaximumPollers: ")
+    assert problems[2].startswith("mapping 'many': ProvisionedPollerConfig.MaximumPollers")
+    # {} is on demand, so it may sit beside ScalingConfig
+    off = {**SQS, "ScalingConfig": {"MaximumConcurrency": 50}, "ProvisionedPollerConfig": {}}
+    assert parse_config({"mappings": [off]}).mappings[0].ScalingConfig is not None
+
+
+def test_kafka_maximum_pollers_stay_within_2000() -> None:
+    kafka = {
+        "Name": "clicks",
+        "SelfManagedEventSource": {"Endpoints": {"KAFKA_BOOTSTRAP_SERVERS": ["h:9092"]}},
+        "Topics": ["clicks"],
+        "StartingPosition": "LATEST",
+        "FunctionName": "f",
+        "ProvisionedPollerConfig": {"MaximumPollers": 2001},
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_config({"mappings": [kafka]})
+    assert str(info.value.problems[0]) == (
+        "mapping 'clicks': ProvisionedPollerConfig.MaximumPollers: "
+        "Kafka mappings allow at most 2,000 (AWS)"
+    )
+
+
 KINESIS = {
     "Name": "events",
     "EventSourceArn": "arn:aws:kinesis:us-east-1:123456789012:stream/events",

@@ -74,3 +74,18 @@ def test_last_result() -> None:
 def test_render_aligns_rows() -> None:
     text = render([Table("clicks  (kafka)", [("state", "Enabled"), ("last error", "-")])])
     assert text == "clicks  (kafka)\n  state       Enabled\n  last error  -\n"
+
+
+def test_sqs_rows_show_the_concurrency_in_flight_and_allowed() -> None:
+    sqs = {
+        "Name": "orders",
+        "EventSourceArn": "arn:aws:sqs:us-east-1:1:orders",
+        "FunctionName": "f",
+    }
+    cfg = parse_config({"mappings": [sqs]}, "test").mappings[0]
+    labels = 'mapping="orders",source="sqs"'
+    text = f"esm_invoke_concurrency{{{labels}}} 7\nesm_invoke_concurrency_limit{{{labels}}} 35\n"
+    sample = parse_metrics(text, 1.0)
+    base = {"name": "orders", "state": "Enabled", "state_reason": "USER_INITIATED"}
+    live = Live({"orders": {**base, "last_error": None}}, sample, sample)
+    assert dict(live_rows(cfg, live))["concurrency"] == "7 in flight / 35 allowed"
