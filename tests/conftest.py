@@ -62,3 +62,9 @@ def prometheus_endpoint() -> str:
 def mongo_endpoint() -> str:
     """mongo-java-server (the DocumentDB stand-in, service/devtools/EsmdMongoServer.java)."""
     return servers.mongo_endpoint()
+
+
+@pytest.fixture(scope="session")
+def activemq_endpoint() -> str:
+    """ActiveMQ Classic (service/devtools/EsmdActiveMQBroker.java): ``stomp://host:port``."""
+    return servers.activemq_endpoint()

@@ -1,5 +1,6 @@
 """The real servers the integration tests use, started when absent (service.devtools.servers)."""
 
+from service.devtools.servers import ensure_activemq as activemq_endpoint
 from service.devtools.servers import ensure_elasticmq as elasticmq_endpoint
 from service.devtools.servers import ensure_kafka as kafka_bootstrap
 from service.devtools.servers import ensure_kafka_auth as kafka_auth_internal
@@ -8,6 +9,7 @@ from service.devtools.servers import ensure_moto as moto_endpoint
 from service.devtools.servers import ensure_prometheus as prometheus_endpoint
 
 __all__ = [
+    "activemq_endpoint",
     "elasticmq_endpoint",
     "kafka_auth_internal",
     "kafka_bootstrap",

@@ -1,8 +1,8 @@
 """Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
-moto_server, mongo-java-server (the DocumentDB stand-in) and Prometheus. Dev tooling: the
-daemon never imports it.
+moto_server, mongo-java-server (the DocumentDB stand-in), ActiveMQ Classic (Amazon MQ's
+ActiveMQ) and Prometheus. Dev tooling: the daemon never imports it.
 
-    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|prometheus ...]   # start, wait
+    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|activemq|prometheus ...]
     python3 scripts/services.py down [...]            # stop what this started
     python3 scripts/services.py status
 
@@ -19,6 +19,12 @@ oplog on for change streams) comes from Maven Central too, started by the small 
 EsmdMongoServer.java beside this file (compiled with javac into the cache folder), which adds
 SCRAM-SHA-1 authentication for the user ``esmd`` (password $ESMD_MONGO_PASSWORD, default
 ``esmd-secret``); it listens on 127.0.0.1:27017 and is ready when it answers ``ping``.
+ActiveMQ Classic (activemq-all from Maven Central) runs embedded in the small main
+EsmdActiveMQBroker.java (compiled the same way): STOMP on 127.0.0.1:61613, AMQP 1.0 on 61614,
+persistent messages in KahaDB in its state folder, the user ``esmd`` (password
+$ESMD_ACTIVEMQ_PASSWORD, default ``esmd-secret``) and a redelivery policy of 5 redeliveries
+1 s apart, then the queue's dead-letter queue ``DLQ.<queue>``; ready when a STOMP CONNECT is
+answered with CONNECTED.
 Prometheus is Debian's package `prometheus`, fetched with `apt-get download` and unpacked
 (`dpkg -x`) into the cache folder, so it needs no install as root; it scrapes every 1 s the
 targets listed in JSON files in its state folder's ``targets/`` (file_sd: a test adds its
@@ -485,6 +491,80 @@ def _bson(doc: dict[str, object]) -> bytes:
     return struct.pack("<i", len(out) + 5) + out + b"\x00"
 
 
+# --- ActiveMQ Classic (one of Amazon MQ's brokers) ------------------------------------------
+
+ACTIVEMQ_USER = "esmd"
+ACTIVEMQ_PASSWORD = os.environ.get("ESMD_ACTIVEMQ_PASSWORD", "esmd-secret")
+
+ACTIVEMQ_LOG4J2 = """\
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+def activemq_classes() -> Path:
+    """EsmdActiveMQBroker.java compiled against the resolved jars, once per source version."""
+    libs = maven_libs("activemq")
+    source = HERE / "EsmdActiveMQBroker.java"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    classes = libs.parent / f"classes-{digest}"
+    if not (classes / "EsmdActiveMQBroker.class").exists():
+        tmp = classes.with_name(classes.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(
+            ["javac", "-nowarn", "-cp", f"{libs}/*", "-d", str(tmp), str(source)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        tmp.rename(classes)
+    return classes
+
+
+def activemq_command(state: Path, port: int | None = None) -> list[str]:
+    """The embedded broker (EsmdActiveMQBroker.java): STOMP on ``port``, AMQP 1.0 on
+    ``port + 1``, KahaDB in ``state/data``. A test that restarts a broker passes its own
+    state folder and port (see tests/integration/mq_helpers.py)."""
+    port = port or ACTIVEMQ_PORT
+    classes, libs = activemq_classes(), maven_libs("activemq")
+    (state / "log4j2.properties").write_text(ACTIVEMQ_LOG4J2.format(log=state / "activemq.log"))
+    return [
+        "java",
+        "-Xms128m",
+        "-Xmx512m",
+        "-XX:TieredStopAtLevel=1",  # starts faster; a test broker needs no peak throughput
+        f"-Dlog4j2.configurationFile={state / 'log4j2.properties'}",
+        "-cp",
+        f"{classes}:{libs}/*",
+        "EsmdActiveMQBroker",
+        HOST,
+        str(port),
+        str(state / "data"),
+        f"{ACTIVEMQ_USER}:{ACTIVEMQ_PASSWORD}",
+    ]
+
+
+def activemq_ready(port: int | None = None) -> bool:
+    """A STOMP CONNECT with the test user answered with CONNECTED."""
+    frame = (
+        f"CONNECT\naccept-version:1.2\nhost:{HOST}\nlogin:{ACTIVEMQ_USER}\n"
+        f"passcode:{ACTIVEMQ_PASSWORD}\n\n\x00"
+    )
+    try:
+        with socket.create_connection((HOST, port or ACTIVEMQ_PORT), timeout=2) as sock:
+            sock.sendall(frame.encode())
+            reply = sock.recv(4096)
+            sock.sendall(b"DISCONNECT\n\n\x00")
+    except OSError:
+        return False
+    return reply.lstrip(b"\n").startswith(b"CONNECTED")
+
+
 # --- Prometheus -----------------------------------------------------------------------------
 
 #: scrape every second: a test sees a change within a second or two; file_sd picks up target
@@ -591,6 +671,8 @@ MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
 ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
 PROMETHEUS_PORT = int(os.environ.get("ESMD_PROMETHEUS_PORT", "9090"))
 MONGO_PORT = int(os.environ.get("ESMD_MONGO_PORT", "27017"))
+#: STOMP; AMQP 1.0 on the next port
+ACTIVEMQ_PORT = int(os.environ.get("ESMD_ACTIVEMQ_PORT", "61613"))
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
@@ -613,6 +695,14 @@ SERVERS = {
     ),
     "mongo": Server(
         "mongo", MONGO_PORT, f"mongodb://{HOST}:{MONGO_PORT}", mongo_command, mongo_ready, 120
+    ),
+    "activemq": Server(
+        "activemq",
+        ACTIVEMQ_PORT,
+        f"stomp://{HOST}:{ACTIVEMQ_PORT}",
+        activemq_command,
+        activemq_ready,
+        120,
     ),
     "prometheus": Server(
         "prometheus",
@@ -714,6 +804,11 @@ def ensure_elasticmq() -> str:
 
 def ensure_mongo() -> str:
     return ensure("mongo")
+
+
+def ensure_activemq() -> str:
+    """The ActiveMQ broker's STOMP address (``stomp://host:port``); user ACTIVEMQ_USER."""
+    return ensure("activemq")
 
 
 def ensure_prometheus() -> str:
