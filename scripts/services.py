@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Start, stop and show the local servers (Kafka, ElasticMQ, moto_server, mongo-java-server,
-ActiveMQ, Prometheus); see service/devtools/servers.py.
+RabbitMQ, ActiveMQ, Prometheus); see service/devtools/servers.py.
 
 Runs with the system python before the venv exists: it needs only the standard library.
 """

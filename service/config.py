@@ -210,6 +210,56 @@ class DocumentDBSettings(_Model):
         return value
 
 
+MqEngine = Literal["rabbitmq", "activemq"]
+
+
+class MqBroker(_Model):
+    """One Amazon MQ broker reached at a configured endpoint (off AWS, or to skip the MQ API)."""
+
+    engine: MqEngine = Field(description="The broker's engine: rabbitmq or activemq")
+    endpoints: list[str] = Field(
+        min_length=1,
+        description="Where the broker listens, tried in order (ActiveMQ's active/standby "
+        "pair: both): rabbitmq amqp://host:port or amqps://host:port; activemq as its engine "
+        "documents. No credentials: those come from SourceAccessConfigurations BASIC_AUTH",
+    )
+    consumers: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="esmd's own: connections consuming the queue at once. One keeps the "
+        "queue's order; more trade it for throughput",
+    )
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if "://" not in url or "@" in url.split("://", 1)[1].split("/", 1)[0]:
+                raise ValueError(f"{url!r} is not scheme://host:port (and holds no credentials)")
+        return value
+
+
+class MqSettings(_Model):
+    """Where Amazon MQ brokers are reached (esmd's own section: AWS finds the endpoints)."""
+
+    brokers: dict[str, MqBroker] = Field(
+        default_factory=dict,
+        description="A broker's EventSourceArn, or its name (the <name> of "
+        "arn:aws:mq:<region>:<account>:broker:<name>:<id>) -> its engine and endpoints. "
+        "Default: the broker's engine and endpoints from the MQ API's DescribeBroker",
+    )
+
+    def broker_for(self, arn: str) -> MqBroker | None:
+        """The configured broker of a mapping's EventSourceArn: by ARN, else by name."""
+        found = self.brokers.get(arn)
+        if found is None:
+            parts = arn.split(":")
+            if len(parts) >= 7 and parts[5] == "broker":
+                found = self.brokers.get(parts[6])
+        return found
+
+
 class CheckpointsConfig(_Model):
     """Where Kinesis, DynamoDB Streams and DocumentDB mappings keep checkpoints (and leases)."""
 
@@ -421,7 +471,9 @@ class MappingConfig(_Model):
     EventSourceArn: str | None = Field(None, pattern=r"^arn:aws[a-zA-Z-]*:[a-z0-9-]+:")
     SelfManagedEventSource: SelfManagedSource | None = None
     Topics: list[str] | None = Field(None, min_length=1, max_length=1)
-    Queues: list[str] | None = None
+    Queues: list[str] | None = Field(
+        None, description="Amazon MQ: the one queue to consume (AWS takes exactly one)"
+    )
     Enabled: bool = True
     BatchSize: int | None = Field(None, ge=1, le=10000)
     MaximumBatchingWindowInSeconds: float | None = Field(None, ge=0, le=300)
@@ -642,6 +694,7 @@ class EsmdConfig(_Model):
     aws: AwsConfig = Field(default_factory=AwsConfig)
     checkpoints: CheckpointsConfig = Field(default_factory=CheckpointsConfig)
     documentdb: DocumentDBSettings = Field(default_factory=DocumentDBSettings)
+    mq: MqSettings = Field(default_factory=MqSettings)
     retry: RetryConfig = Field(default_factory=RetryConfig)
     scaling: ScalingSettings = Field(default_factory=ScalingSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)

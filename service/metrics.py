@@ -58,7 +58,9 @@ class Metrics:
             "esm_on_failure_destination_delivered_events",
             "Records sent to the OnFailure destination",
         )
-        self.deleted = counter("esm_deleted_events", "SQS messages deleted after processing")
+        self.deleted = counter(
+            "esm_deleted_events", "SQS messages deleted, MQ messages acknowledged, after processing"
+        )
         self.committed = counter("esm_committed_events", "Kafka records whose offset was committed")
         self.errors = Counter(
             "esm_errors",

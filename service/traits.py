@@ -6,6 +6,9 @@ MaximumRecordAgeInSeconds) and how a ReportBatchItemFailures response names them
 - Kinesis: ``kinesis.approximateArrivalTimestamp``; ``itemIdentifier`` is the sequence number.
 - DynamoDB Streams: ``dynamodb.ApproximateCreationDateTime``; the ``SequenceNumber``.
 - SQS: no record age (the queue's retention applies); ``itemIdentifier`` is the ``messageId``.
+- Amazon MQ: no record age (the broker's redelivery policy applies) and no
+  ReportBatchItemFailures; a message's id (ActiveMQ ``messageID``, RabbitMQ
+  ``basicProperties.messageId``) only names it in logs.
 - DocumentDB: ``event.clusterTime`` (``{"$timestamp": {"t": seconds, "i": n}}``); Lambda takes
   no ReportBatchItemFailures for DocumentDB, so the resume token ``event._id._data`` only
   names a record in logs.
@@ -101,3 +104,11 @@ DOCUMENTDB = RecordTraits(
     parse_id=_string_id,
     created_at=_cluster_seconds,
 )
+
+
+def _mq_id(record: dict[str, Any]) -> Hashable:
+    properties = record.get("basicProperties") or {}
+    return str(record.get("messageID") or properties.get("messageId") or "")
+
+
+MQ = RecordTraits(item_id=_mq_id, parse_id=_string_id, has_age=False)

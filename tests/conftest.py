@@ -65,6 +65,13 @@ def mongo_endpoint() -> str:
 
 
 @pytest.fixture(scope="session")
+def rabbitmq_endpoint() -> str:
+    """The shared RabbitMQ node (Debian's package, unpacked into .cache/): amqp://host:port;
+    user service.devtools.rabbitmq.USER on the vhosts / and esmd."""
+    return servers.rabbitmq_endpoint()
+
+
+@pytest.fixture(scope="session")
 def activemq_endpoint() -> str:
     """ActiveMQ Classic (service/devtools/EsmdActiveMQBroker.java): ``stomp://host:port``."""
     return servers.activemq_endpoint()

@@ -7,6 +7,7 @@ from service.devtools.servers import ensure_kafka_auth as kafka_auth_internal
 from service.devtools.servers import ensure_mongo as mongo_endpoint
 from service.devtools.servers import ensure_moto as moto_endpoint
 from service.devtools.servers import ensure_prometheus as prometheus_endpoint
+from service.devtools.servers import ensure_rabbitmq as rabbitmq_endpoint
 
 __all__ = [
     "activemq_endpoint",
@@ -16,4 +17,5 @@ __all__ = [
     "mongo_endpoint",
     "moto_endpoint",
     "prometheus_endpoint",
+    "rabbitmq_endpoint",
 ]

@@ -373,7 +373,7 @@ def _same_source_and_function(a: MappingConfig, b: MappingConfig) -> bool:
     def key(m: MappingConfig) -> tuple[Any, ...]:
         source = m.SelfManagedEventSource
         servers = tuple(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS) if source else ()
-        return (m.EventSourceArn, servers, tuple(m.Topics or ()), m.FunctionName)
+        return (m.EventSourceArn, servers, tuple(m.Topics or m.Queues or ()), m.FunctionName)
 
     return key(a) == key(b)
 

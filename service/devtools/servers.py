@@ -1,8 +1,8 @@
 """Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
-moto_server, mongo-java-server (the DocumentDB stand-in), ActiveMQ Classic (Amazon MQ's
-ActiveMQ) and Prometheus. Dev tooling: the daemon never imports it.
+moto_server, mongo-java-server (the DocumentDB stand-in), RabbitMQ, ActiveMQ Classic
+(Amazon MQ's two brokers) and Prometheus. Dev tooling: the daemon never imports it.
 
-    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|activemq|prometheus ...]
+    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|rabbitmq|activemq|prometheus ...]
     python3 scripts/services.py down [...]            # stop what this started
     python3 scripts/services.py status
 
@@ -19,6 +19,9 @@ oplog on for change streams) comes from Maven Central too, started by the small 
 EsmdMongoServer.java beside this file (compiled with javac into the cache folder), which adds
 SCRAM-SHA-1 authentication for the user ``esmd`` (password $ESMD_MONGO_PASSWORD, default
 ``esmd-secret``); it listens on 127.0.0.1:27017 and is ready when it answers ``ping``.
+RabbitMQ is Debian's `rabbitmq-server` with its Erlang packages, fetched and unpacked the same
+way, on 127.0.0.1:5672 (see service/devtools/rabbitmq.py: the user ``esmd`` and the vhost
+``esmd``); it is ready when it answers the AMQP protocol header with Connection.Start.
 ActiveMQ Classic (activemq-all from Maven Central) runs embedded in the small main
 EsmdActiveMQBroker.java (compiled the same way): STOMP on 127.0.0.1:61613, AMQP 1.0 on 61614,
 persistent messages in KahaDB in its state folder, the user ``esmd`` (password
@@ -53,6 +56,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from service.devtools import rabbitmq
 
 _CHECKOUT = Path(__file__).resolve().parents[2]  # service/devtools/servers.py
 ROOT = Path(
@@ -671,8 +676,23 @@ MOTO_PORT = int(os.environ.get("ESMD_MOTO_PORT", "5000"))
 ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
 PROMETHEUS_PORT = int(os.environ.get("ESMD_PROMETHEUS_PORT", "9090"))
 MONGO_PORT = int(os.environ.get("ESMD_MONGO_PORT", "27017"))
+RABBITMQ_PORT = int(os.environ.get("ESMD_RABBITMQ_PORT", "5672"))
 #: STOMP; AMQP 1.0 on the next port
 ACTIVEMQ_PORT = int(os.environ.get("ESMD_ACTIVEMQ_PORT", "61613"))
+
+
+def rabbitmq_server(name: str, port: int) -> Server:
+    """A RabbitMQ node named ``esmd-<name>`` on ``port``, its state in the folder ``name``:
+    the shared one, or a test's private node (which it may stop and start again)."""
+    return Server(
+        name,
+        port,
+        f"amqp://{HOST}:{port}",
+        lambda state: rabbitmq.command(state, CACHE, port, f"esmd-{name}"),
+        lambda: rabbitmq.ready(port),
+        120,
+    )
+
 
 SERVERS = {
     "kafka": Server("kafka", KAFKA_PORT, f"{HOST}:{KAFKA_PORT}", kafka_command, kafka_ready, 120),
@@ -696,6 +716,7 @@ SERVERS = {
     "mongo": Server(
         "mongo", MONGO_PORT, f"mongodb://{HOST}:{MONGO_PORT}", mongo_command, mongo_ready, 120
     ),
+    "rabbitmq": rabbitmq_server("rabbitmq", RABBITMQ_PORT),
     "activemq": Server(
         "activemq",
         ACTIVEMQ_PORT,
@@ -755,7 +776,12 @@ _STARTED: list[subprocess.Popen[bytes]] = []
 
 def ensure(name: str) -> str:
     """Return the server's address, starting it first when it does not answer."""
-    server = SERVERS[name]
+    return ensure_server(SERVERS[name])
+
+
+def ensure_server(server: Server) -> str:
+    """``ensure`` for any Server, registered or not (a test's private broker)."""
+    name = server.name
     if server.ready():
         return server.address
     state = STATE / server.name
@@ -815,8 +841,18 @@ def ensure_prometheus() -> str:
     return ensure("prometheus")
 
 
+def ensure_rabbitmq() -> str:
+    """The shared RabbitMQ node's amqp:// address (no credentials: see rabbitmq.USER)."""
+    return ensure("rabbitmq")
+
+
 def stop(name: str, wait: float = 20) -> None:
-    server = SERVERS[name]
+    stop_server(SERVERS[name], wait)
+
+
+def stop_server(server: Server, wait: float = 20) -> None:
+    """Stop a server this machine's ``ensure`` started (SIGTERM, then SIGKILL)."""
+    name = server.name
     pid = _pid(server)
     if pid is not None:
         os.killpg(pid, signal.SIGTERM)

@@ -20,6 +20,7 @@ from service.filters.views import (
     dynamodb_filter_view,
     kafka_filter_view,
     kinesis_filter_view,
+    mq_filter_view,
     parse_payload,
     sqs_filter_view,
 )
@@ -112,6 +113,7 @@ __all__ = [
     "dynamodb_filter_view",
     "kafka_filter_view",
     "kinesis_filter_view",
+    "mq_filter_view",
     "parse_payload",
     "sqs_filter_view",
 ]

@@ -73,6 +73,12 @@ def kinesis_filter_view(record: dict[str, Any]) -> dict[str, Any]:
     return {**kinesis, "data": _base64_payload(kinesis.get("data"))}
 
 
+def mq_filter_view(record: dict[str, Any]) -> dict[str, Any]:
+    """A Lambda Amazon MQ record (ActiveMQ or RabbitMQ message) with ``data`` decoded and
+    parsed when JSON, else left as the base64 string (AWS filters MQ messages on ``data``)."""
+    return {**record, "data": _base64_payload(record.get("data"))}
+
+
 def dynamodb_filter_view(record: dict[str, Any]) -> dict[str, Any]:
     """The Lambda DynamoDB Streams record unchanged: ``dynamodb`` keeps its typed
     attribute values (``{"N": "5"}``), as AWS matches them."""

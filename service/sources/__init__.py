@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from service.sources.kinds import SourceKind
-from service.traits import DOCUMENTDB, DYNAMODB, KAFKA, KINESIS, SQS, RecordTraits
+from service.traits import DOCUMENTDB, DYNAMODB, KAFKA, KINESIS, MQ, SQS, RecordTraits
 
 if TYPE_CHECKING:
     from service.config import MappingConfig
@@ -136,6 +136,38 @@ def _documentdb_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "DestinationConfig.OnFailure.Destination", f"DocumentDB has none: {retried}"
 
 
+def _mq_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
+    """AWS's Amazon MQ mappings (the API reference and "Using Lambda with Amazon MQ"): a broker
+    ARN, exactly one queue, BASIC_AUTH required (VIRTUAL_HOST: RabbitMQ's), no
+    StartingPosition; a failed batch goes back to the broker, whose redelivery policy and
+    dead-letter queue apply, so there are no retries in place, record age, bisection, partial
+    batch responses or OnFailure destination (DestinationConfig is for streams and Kafka)."""
+    from service.sources.mq_access import access_errors
+
+    arn = m.EventSourceArn or ""
+    if not arn.split(":", 5)[-1].startswith("broker:") or len(arn.split(":")) != 8:
+        yield "EventSourceArn", "not an MQ broker: arn:aws:mq:<region>:<acct>:broker:<name>:<id>"
+    if not m.Queues or len(m.Queues) != 1:
+        yield "Queues", "an Amazon MQ mapping needs exactly one queue"
+    elif not 1 <= len(m.Queues[0]) <= 1000:
+        yield "Queues", "a queue name has 1 to 1000 characters"
+    yield from access_errors(m)
+    redelivered = "a failed batch goes back to the broker, whose redelivery policy applies"
+    if m.MaximumRetryAttempts != -1:
+        yield "MaximumRetryAttempts", f"not for Amazon MQ: {redelivered}"
+    if m.MaximumRecordAgeInSeconds != -1:
+        yield "MaximumRecordAgeInSeconds", f"not for Amazon MQ: {redelivered}"
+    if m.BisectBatchOnFunctionError:
+        yield "BisectBatchOnFunctionError", f"not for Amazon MQ: {redelivered}"
+    if m.FunctionResponseTypes:
+        yield "FunctionResponseTypes", "Amazon MQ mappings take no partial batch responses"
+    if m.on_failure_destination is not None:
+        yield (
+            "DestinationConfig.OnFailure.Destination",
+            f"Amazon MQ mappings have none: {redelivered} and its dead-letter queue",
+        )
+
+
 _KAFKA_PROPERTIES = frozenset(
     {
         "Topics",
@@ -202,9 +234,21 @@ SOURCES: dict[SourceKind, SourceEntry] = {
         oversize="skip",  # AWS drops it and counts OversizedRecordCount
         # IteratorAge: the poller sets it as batches settle (the event has no "Records")
     ),
+    SourceKind.MQ: SourceEntry(
+        "Amazon MQ",
+        "service.sources.mq:MqPoller",
+        MQ,
+        batch_size=100,  # at most 10,000 (the model's bound)
+        window_seconds=0.5,
+        properties=frozenset({"Queues", "ScalingConfig"}),  # ScalingConfig: esmd's own
+        rules=_mq_rules,
+        authenticates=True,  # BASIC_AUTH and VIRTUAL_HOST: checked by _mq_rules
+        redelivery=True,  # the whole batch goes back to the broker on a function error
+        oversize="skip",  # AWS drops a record over 6 MB
+    ),
 }
 #: kinds AWS has and esmd does not yet: refused by validation, with this name
-PLANNED = {SourceKind.MQ: "Amazon MQ"}
+PLANNED: dict[SourceKind, str] = {}
 
 
 def owners(prop: str) -> str:
