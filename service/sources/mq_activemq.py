@@ -35,7 +35,7 @@ from urllib.parse import quote, urlsplit
 import stompman
 from stompman.frames import AnyServerFrame
 
-from service.errors import SourceAuthError, SourceError
+from service.errors import SourceAuthError
 
 if TYPE_CHECKING:
     from service.sources.mq import Broker, Deliver
@@ -246,10 +246,9 @@ class StompConsumer:
             )
         except stompman.Error as exc:
             raise ConnectionError(f"{self._endpoint}: subscribe failed: {exc!r}") from None
-        await asyncio.shield(session)
-        if self._errors:
-            error = self._errors[-1]
-            raise SourceError("EVENT_SOURCE_ERROR", f"ActiveMQ {self._endpoint}: {error}")
+        await asyncio.shield(session)  # raises what ended it
+        last = f": {self._errors[-1]}" if self._errors else ""
+        raise ConnectionError(f"{self._endpoint}: connection closed{last}")
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if self._live():

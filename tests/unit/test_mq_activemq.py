@@ -6,7 +6,8 @@ import base64
 
 from aws_lambda_powertools.utilities.data_classes.active_mq_event import ActiveMQEvent
 
-from service.sources.mq_activemq import lambda_message
+from service.sources.mq import Broker
+from service.sources.mq_activemq import ActiveMqEngine, lambda_message
 
 #: a text message as ActiveMQ 6.2 sends it over STOMP (headers copied from the local broker)
 TEXT_HEADERS = {
@@ -85,4 +86,20 @@ def test_a_stomp_producers_amq_msg_type_wins_over_the_content_length_it_left() -
     assert lambda_message(headers, b"hi", 0)["messageType"] == "jms/text-message"
     assert lambda_message({**headers, "amq-msg-type": "bytes"}, b"hi", 0)["messageType"] == (
         "jms/bytes-message"
+    )
+
+
+def test_the_engine_keeps_the_stomp_endpoints_of_those_amazon_mq_lists() -> None:
+    listed = (  # DescribeBroker's Endpoints of an ActiveMQ instance, every protocol's
+        "ssl://b-1.mq.us-east-1.amazonaws.com:61617",
+        "amqp+ssl://b-1.mq.us-east-1.amazonaws.com:5671",
+        "stomp+ssl://b-1.mq.us-east-1.amazonaws.com:61614",
+        "mqtt+ssl://b-1.mq.us-east-1.amazonaws.com:8883",
+        "wss://b-1.mq.us-east-1.amazonaws.com:61619",
+        "stomp://127.0.0.1:61613",
+    )
+    broker = Broker("arn:aws:mq:us-east-1:0:broker:b:b-1", "activemq", listed, "q", "/", "u", "p")
+    assert ActiveMqEngine(broker).endpoints == (
+        "stomp+ssl://b-1.mq.us-east-1.amazonaws.com:61614",
+        "stomp://127.0.0.1:61613",
     )
