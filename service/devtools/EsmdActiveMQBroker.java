@@ -8,12 +8,15 @@ import org.apache.activemq.broker.BrokerFilter;
 import org.apache.activemq.broker.BrokerPlugin;
 import org.apache.activemq.broker.BrokerService;
 import org.apache.activemq.broker.ConnectionContext;
+import org.apache.activemq.broker.region.Subscription;
 import org.apache.activemq.broker.region.policy.IndividualDeadLetterStrategy;
 import org.apache.activemq.broker.region.policy.PolicyEntry;
 import org.apache.activemq.broker.region.policy.PolicyMap;
 import org.apache.activemq.broker.region.policy.RedeliveryPolicyMap;
 import org.apache.activemq.broker.util.RedeliveryPlugin;
+import org.apache.activemq.command.ActiveMQDestination;
 import org.apache.activemq.command.ConnectionInfo;
+import org.apache.activemq.command.ConsumerInfo;
 
 /**
  * An embedded ActiveMQ Classic broker for esmd's tests and demo (see servers.py).
@@ -24,12 +27,14 @@ import org.apache.activemq.command.ConnectionInfo;
  * the message back on its queue (redelivered, its counter raised) after 1 s, up to
  * {@value #MAXIMUM_REDELIVERIES} times, then into the queue's own dead-letter queue
  * {@code DLQ.<queue>} (Amazon MQ's default is the shared {@code ActiveMQ.DLQ}; one per queue
- * keeps tests that share this broker apart).
+ * keeps tests that share this broker apart). Queues named {@code forbidden.*} refuse
+ * consumers, as a broker whose authorization map grants no read on them.
  */
 public final class EsmdActiveMQBroker {
 
     static final int MAXIMUM_REDELIVERIES = 5;
     static final long REDELIVERY_DELAY_MS = 1000;  // the plugin's minimum
+    static final String FORBIDDEN_PREFIX = "forbidden.";
 
     public static void main(String[] args) throws Exception {
         String host = args[0];
@@ -80,6 +85,21 @@ public final class EsmdActiveMQBroker {
                 throw new SecurityException("User name [" + info.getUserName() + "] or password is invalid.");
             }
             super.addConnection(context, info);
+        }
+
+        /**
+         * Queues named {@code forbidden.*} refuse every consumer, as an authorization map
+         * that grants no read on them would (same refusal text): tests check that esmd
+         * reports it.
+         */
+        @Override
+        public Subscription addConsumer(ConnectionContext context, ConsumerInfo info) throws Exception {
+            ActiveMQDestination destination = info.getDestination();
+            if (destination != null && destination.getPhysicalName().startsWith(FORBIDDEN_PREFIX)) {
+                throw new SecurityException("User " + context.getUserName()
+                    + " is not authorized to read from: " + destination);
+            }
+            return super.addConsumer(context, info);
         }
     }
 

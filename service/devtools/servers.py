@@ -26,8 +26,9 @@ ActiveMQ Classic (activemq-all from Maven Central) runs embedded in the small ma
 EsmdActiveMQBroker.java (compiled the same way): STOMP on 127.0.0.1:61613, AMQP 1.0 on 61614,
 persistent messages in KahaDB in its state folder, the user ``esmd`` (password
 $ESMD_ACTIVEMQ_PASSWORD, default ``esmd-secret``) and a redelivery policy of 5 redeliveries
-1 s apart, then the queue's dead-letter queue ``DLQ.<queue>``; ready when a STOMP CONNECT is
-answered with CONNECTED.
+1 s apart, then the queue's dead-letter queue ``DLQ.<queue>``; queues ``forbidden.*`` refuse
+consumers (as an authorization map would); ready when a STOMP CONNECT is answered with
+CONNECTED.
 Prometheus is Debian's package `prometheus`, fetched with `apt-get download` and unpacked
 (`dpkg -x`) into the cache folder, so it needs no install as root; it scrapes every 1 s the
 targets listed in JSON files in its state folder's ``targets/`` (file_sd: a test adds its

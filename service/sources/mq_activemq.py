@@ -17,15 +17,16 @@ but for two broker clocks: ``brokerInTime`` is the message's JMS timestamp and
 ``content-length`` header, a bytes message with one (ActiveMQ's STOMP mapping; see
 :func:`_message_type`).
 
-A refused login (ActiveMQ answers CONNECT with an ERROR frame naming a SecurityException) is
-:class:`~service.errors.SourceAuthError`, the mapping's EVENT_SOURCE_AUTHN_ERROR.
+A refused login (ActiveMQ answers CONNECT with an ERROR frame: "User name [...] or password is
+invalid.") is :class:`~service.errors.SourceAuthError`, the mapping's EVENT_SOURCE_AUTHN_ERROR;
+a queue the user may not read (SUBSCRIBE refused: "... is not authorized to read from ...")
+is EVENT_SOURCE_AUTHZ_ERROR.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from urllib.parse import quote, urlsplit
 import stompman
 from stompman.frames import AnyServerFrame
 
-from service.errors import SourceAuthError
+from service.errors import SourceAuthError, SourceError
 
 if TYPE_CHECKING:
     from service.sources.mq import Broker, Deliver
@@ -80,8 +81,11 @@ _DESTINATION_PREFIXES = {
     "/temp-queue/": "temp-queue://",
     "/temp-topic/": "temp-topic://",
 }
-#: seconds the broker has to answer CONNECT
+#: seconds the broker has to answer CONNECT and SUBSCRIBE
 CONNECT_TIMEOUT = 10
+AUTHZ_ERROR = "EVENT_SOURCE_AUTHZ_ERROR"
+#: seconds a closing connection has to say DISCONNECT and close its socket
+CLOSE_GRACE = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,6 @@ class StompConsumer:
             connection_class=_watching(self._errors),
         )
         self._session: asyncio.Task[None] | None = None
-        self._subscription: stompman.ManualAckSubscription | None = None
         self._ready: asyncio.Future[None] | None = None
         self._closing = asyncio.Event()
 
@@ -202,6 +205,7 @@ class StompConsumer:
         loop = asyncio.get_running_loop()
         self._ready = loop.create_future()
         self._session = asyncio.create_task(self._run(), name=f"stomp {self._endpoint}")
+        self._session.add_done_callback(_retrieved)  # consume() or connect() raises it
         await asyncio.wait({self._ready, self._session}, return_when=asyncio.FIRST_COMPLETED)
         if not self._ready.done():
             self._session.result()  # raises why it ended
@@ -213,6 +217,11 @@ class StompConsumer:
             async with self._client:
                 self._ready.set_result(None)
                 await self._closing.wait()
+                # leave by an exception: on a clean exit stompman would first wait for every
+                # subscription to end (a refused one may never be removed)
+                raise _Closed
+        except _Closed:
+            return
         except stompman.FailedAllConnectAttemptsError as exc:
             raise self._refusal(exc) from None
         except BaseExceptionGroup as group:  # the frame reader's failure, from the task group
@@ -238,17 +247,28 @@ class StompConsumer:
             deliver(Delivery(frame, int(time.time() * 1000)))
 
         try:
-            self._subscription = await self._client.subscribe_with_manual_ack(
+            await self._client.subscribe_with_manual_ack(
                 f"/queue/{self._broker.queue}",
                 handle,
                 ack="client-individual",
                 headers={"activemq.prefetchSize": str(prefetch)},
+                receipt_timeout=CONNECT_TIMEOUT,  # a refusal comes back as an ERROR frame
             )
+        except stompman.SubscriptionError as exc:
+            raise self._subscribe_refusal(exc) from None
         except stompman.Error as exc:
             raise ConnectionError(f"{self._endpoint}: subscribe failed: {exc!r}") from None
         await asyncio.shield(session)  # raises what ended it
         last = f": {self._errors[-1]}" if self._errors else ""
         raise ConnectionError(f"{self._endpoint}: connection closed{last}")
+
+    def _subscribe_refusal(self, exc: stompman.SubscriptionError) -> Exception:
+        """ActiveMQ's authorization refusing to let the user read the queue ("User ... is not
+        authorized to read from: queue://...") is EVENT_SOURCE_AUTHZ_ERROR; else retried."""
+        text = _error_text(exc.frame) if exc.frame is not None else exc.reason
+        if "not authorized" in text:
+            return SourceError(AUTHZ_ERROR, f"ActiveMQ {self._endpoint}: {text}")
+        return ConnectionError(f"{self._endpoint}: subscribe failed: {text}")
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None:
         if self._live():
@@ -269,17 +289,25 @@ class StompConsumer:
         session, self._session = self._session, None
         if session is None:
             return
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            async with asyncio.timeout(CONNECT_TIMEOUT):
-                if self._subscription is not None and not session.done():
-                    # stompman's exit waits for its subscriptions to end
-                    await self._subscription.unsubscribe()
-                self._closing.set()
-                await session
-        if not session.done():
-            session.cancel()
-            with contextlib.suppress(BaseException):
-                await session
+        self._closing.set()
+        try:
+            await asyncio.wait({session}, timeout=CONNECT_TIMEOUT)
+        finally:
+            # even when the caller is cancelled: stompman closes the socket on its way out,
+            # and a session cancelled in the middle of that would leave it open
+            if not session.done():
+                await asyncio.wait({session}, timeout=CLOSE_GRACE)
+            if not session.done():
+                session.cancel()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+class _Closed(Exception):
+    """Ends a session that ``close()`` asked to end."""
 
 
 def _parameters(host: str, port: int, broker: Broker) -> stompman.ConnectionParameters:

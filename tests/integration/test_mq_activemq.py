@@ -1,7 +1,7 @@
 """The Amazon MQ source on a real ActiveMQ Classic broker (service/devtools/
 EsmdActiveMQBroker.java, over STOMP): order, filtering, redelivery on a function error, a
 poison message in the dead-letter queue after the broker's 5 redeliveries, a broker restarted
-mid-run, a refused password, and Lambda's event shape."""
+mid-run, a refused password, a queue the user may not read, and Lambda's event shape."""
 
 from __future__ import annotations
 
@@ -181,6 +181,22 @@ async def test_a_wrong_password_is_the_mappings_authn_state_reason(
         assert '"no"' not in json.dumps(status)
     assert handlers.messages(name) == []
     assert len(await receive(activemq_endpoint, queue, 1, timeout=5)) == 1  # still there
+
+
+async def test_a_queue_the_user_may_not_read_is_the_mappings_authz_state_reason(
+    activemq_endpoint: str, unique: str
+) -> None:
+    queue, name = f"forbidden.{unique}", f"amq-authz-{unique}"  # the broker refuses forbidden.*
+    await send(activemq_endpoint, queue, _json({"n": 1}))
+    cfg = mq_config(activemq_endpoint, name, queue, "collect")
+    async with running_daemon(cfg) as daemon:
+        await wait_for(
+            lambda: _state_reason(daemon, name, "EVENT_SOURCE_AUTHZ_ERROR") == 1,
+            30,
+            "EVENT_SOURCE_AUTHZ_ERROR",
+        )
+        assert "not authorized to read" in daemon.mappings[0].status()["last_error"]
+    assert handlers.messages(name) == []
 
 
 def _data(message: dict[str, Any]) -> bytes:
