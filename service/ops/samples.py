@@ -17,6 +17,9 @@ is sent as its JSON text; with ``base64`` a string payload is base64 of the raw 
 - Kinesis: ``{"data": ..., "partitionKey"?, "sequenceNumber"?}``
 - DynamoDB Streams: a stream record as Lambda shows it:
   ``{"eventName", "dynamodb": {"Keys", "NewImage"?, "OldImage"?, ...}, "eventID"?}``
+- Amazon MQ: a message as Lambda shows it, the payload as ``data``: ``{"data": ...,
+  "redelivered"?, "basicProperties"? (RabbitMQ), "messageID"? and the like (ActiveMQ)}``;
+  read from typed lines only (a queue cannot be read without consuming it)
 """
 
 from __future__ import annotations
@@ -365,6 +368,53 @@ async def _read_shard(api: Any, shard_id: str) -> list[dict[str, Any]]:
     return out
 
 
+# --- Amazon MQ ------------------------------------------------------------------------------
+
+
+class _AsTyped:
+    """An MQ engine for samples: a typed line already is Lambda's record."""
+
+    endpoints: tuple[str, ...] = ()
+
+    def consumer(self, endpoint: str) -> Any:
+        raise SampleError("samples are not consumed")
+
+    def record(self, delivery: dict[str, Any]) -> dict[str, Any]:
+        return delivery
+
+    def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"messages": records}
+
+
+class MqSamples:
+    def __init__(self, cfg: MappingConfig, esmd: EsmdConfig, b64: bool = False) -> None:
+        from service.sources.mq import MqCodec
+
+        self._b64 = b64
+        self._codec = MqCodec(_AsTyped(), {})
+
+    def parse(self, line: dict[str, Any], index: int) -> Any:
+        data = payload(_require(line, "data"), self._b64, "data") or b""
+        record = {**line, "redelivered": bool(line.get("redelivered", False))}
+        record["data"] = base64.b64encode(data).decode()
+        return record
+
+    def label(self, raw: Any) -> str:
+        props = raw.get("basicProperties") or {}
+        return str(raw.get("messageID") or props.get("messageId") or raw["data"][:24])
+
+    def decide(self, raw: Any, criteria: FilterCriteria) -> bool:
+        from service.sources.mq import Received
+
+        kept, _, _ = self._codec.decode([Received(raw, None)], criteria)  # type: ignore[arg-type]
+        return bool(kept)
+
+    async def read_source(self, count: int) -> list[Any]:
+        raise SampleError(
+            "an Amazon MQ queue cannot be read without consuming it: give sample lines"
+        )
+
+
 def samples_for(cfg: MappingConfig, esmd: EsmdConfig, b64: bool = False) -> Samples:
     kind = cfg.source_kind
     if kind.is_kafka:
@@ -373,6 +423,8 @@ def samples_for(cfg: MappingConfig, esmd: EsmdConfig, b64: bool = False) -> Samp
         return SqsSamples(cfg, esmd, b64)
     if kind.is_stream:
         return StreamSamples(cfg, esmd, b64)
+    if kind is SourceKind.MQ:
+        return MqSamples(cfg, esmd, b64)
     raise SampleError(f"{kind.value} mappings have no event filtering")
 
 

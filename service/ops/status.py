@@ -118,6 +118,8 @@ def _source(cfg: MappingConfig) -> str:
     kind = cfg.source_kind
     if kind.is_kafka:
         return f"{kind.value} topic {', '.join(cfg.Topics or [])}"
+    if kind is SourceKind.MQ:
+        return f"mq queue {', '.join(cfg.Queues or [])} of {cfg.EventSourceArn}"
     return f"{kind.value} {cfg.EventSourceArn}"
 
 

@@ -373,9 +373,11 @@ class MqPoller:
             await consuming  # raises what lost the connection
 
     def _flush(self) -> None:
-        """What arrived during one loop iteration goes to the lane as one chunk."""
+        """What arrived during one loop iteration goes to the lane as one chunk. Once
+        stopping, deliveries are left unanswered: closing the connection returns them (a
+        nack now would have the broker hand them straight back, again and again)."""
         chunk, self._pending = self._pending, []
-        if chunk and self._lane is not None:
+        if chunk and self._lane is not None and not self._stopping.is_set():
             self._context.metrics.polled.inc(len(chunk))
             self._lane.put(chunk)
 

@@ -63,10 +63,12 @@ def _java_bytes(raw: bytes) -> dict[str, list[int]]:
 
 def header_value(value: Any) -> Any:
     """One header value as Lambda renders it (the Java client's type, through Gson)."""
-    if isinstance(value, str):
+    if isinstance(value, str):  # a long string ('S'), as pamqp decodes it
         return _java_bytes(value.encode())
-    if isinstance(value, bytes | bytearray):
-        return _java_bytes(bytes(value))
+    if isinstance(value, bytearray):  # a byte array ('x'): Java's byte[], a plain list
+        return _java_bytes(bytes(value))["bytes"]
+    if isinstance(value, bytes):  # a long string that is not UTF-8
+        return _java_bytes(value)
     if isinstance(value, bool | int | float) or value is None:
         return value
     if isinstance(value, decimal.Decimal):

@@ -336,3 +336,16 @@ async def test_a_deleted_queue_cancels_the_consumer_which_comes_back_when_it_doe
         await channel.declare_queue(queue, durable=True)
         await publish(channel, queue, [b"after"])
         await wait_for(lambda: bodies(name) == [b"before", b"after"], 30, "the second message")
+
+
+async def test_a_virtual_host_refused_is_event_source_authz_error(
+    rabbitmq_endpoint: str, unique: str, credentials: Any
+) -> None:
+    name = f"rmq-authz-{unique}"
+    cfg = config(rabbitmq_endpoint, name, "q")
+    cfg["mappings"][0]["SourceAccessConfigurations"][1]["URI"] = f"no-such-vhost-{unique}"
+    credentials(name)
+    async with running_daemon(cfg) as daemon:
+        await wait_for(
+            lambda: _reason(daemon, name, "EVENT_SOURCE_AUTHZ_ERROR") == 1, 30, "the authz reason"
+        )

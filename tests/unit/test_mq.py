@@ -92,13 +92,23 @@ def test_java_date_is_gsons_default_in_utc() -> None:
 
 
 def test_headers_as_the_java_client_and_gson_render_them() -> None:
-    headers = {"header1": "value1", "n": 10, "é": "é", "flag": True, "d": Decimal("1.5")}
+    headers = {
+        "header1": "value1",
+        "n": 10,
+        "é": "é",
+        "flag": True,
+        "d": Decimal("1.5"),
+        "raw": bytearray(b"\xff\x01"),
+        "nested": {"list": ["a", 1]},
+    }
     assert header_value(headers) == {
         "header1": {"bytes": [118, 97, 108, 117, 101, 49]},
         "n": 10,
         "é": {"bytes": [-61, -87]},
         "flag": True,
         "d": 1.5,
+        "raw": [-1, 1],
+        "nested": {"list": [{"bytes": [97]}, 1]},
     }
 
 

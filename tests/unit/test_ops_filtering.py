@@ -32,6 +32,13 @@ KAFKA = {
     "StartingPosition": "TRIM_HORIZON",
 }
 SQS = {"EventSourceArn": "arn:aws:sqs:us-east-1:000000000000:q"}
+MQ = {
+    "EventSourceArn": "arn:aws:mq:us-east-1:000000000000:broker:b:b-1",
+    "Queues": ["q"],
+    "SourceAccessConfigurations": [
+        {"Type": "BASIC_AUTH", "URI": "arn:aws:secretsmanager:us-east-1:000000000000:secret:mq"}
+    ],
+}
 KINESIS = {
     "EventSourceArn": "arn:aws:kinesis:us-east-1:000000000000:stream/s",
     "StartingPosition": "TRIM_HORIZON",
@@ -60,6 +67,7 @@ def _run(
         (KAFKA, "value", {"value": {"status": "COMPLETED"}}, {"value": "COMPLETED"}),
         (SQS, "body", {"body": '{"status": "COMPLETED"}'}, {"body": {"status": "NEW"}}),
         (KINESIS, "data", {"data": {"status": "COMPLETED"}}, {"data": "plain"}),
+        (MQ, "data", {"data": {"status": "COMPLETED"}}, {"data": "plain"}),
     ],
 )
 def test_payload_sources(
