@@ -128,12 +128,21 @@ def _stomp_servers() -> list[Any]:
     return [stompman.ConnectionParameters(host, int(port), user, password)]
 
 
+def _stomp_heartbeat() -> Any:
+    """esmd's heart-beats (stompman's 1 s default loses connections on a loaded machine)."""
+    import stompman
+
+    from service.sources.mq_activemq import HEARTBEAT_MS
+
+    return stompman.Heartbeat(HEARTBEAT_MS, HEARTBEAT_MS)
+
+
 async def _activemq_fill(queue: str, n: int) -> None:
     """TextMessages; the last one's receipt: the broker has them all."""
     import stompman
 
     headers = {"amq-msg-type": "text"}
-    async with stompman.Client(_stomp_servers()) as client:
+    async with stompman.Client(_stomp_servers(), heartbeat=_stomp_heartbeat()) as client:
         for _ in range(n - 1):
             await client.send(BODY, f"/queue/{queue}", headers=headers)
         await client.send(BODY, f"/queue/{queue}", headers=headers, receipt_timeout=120)
@@ -152,7 +161,9 @@ async def _activemq_plain(queue: str, n: int) -> float:
         if count >= n:
             done.set()
 
-    async with stompman.Client(_stomp_servers(), max_concurrent_handlers=None) as client:
+    async with stompman.Client(
+        _stomp_servers(), heartbeat=_stomp_heartbeat(), max_concurrent_handlers=None
+    ) as client:
         started = time.perf_counter()
         subscription = await client.subscribe_with_manual_ack(
             f"/queue/{queue}", handle, headers={"activemq.prefetchSize": str(PREFETCH)}

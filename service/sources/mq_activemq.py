@@ -84,6 +84,8 @@ _DESTINATION_PREFIXES = {
 #: seconds the broker has to answer CONNECT and SUBSCRIBE
 CONNECT_TIMEOUT = 10
 AUTHZ_ERROR = "EVENT_SOURCE_AUTHZ_ERROR"
+#: STOMP heart-beats both ways, in milliseconds
+HEARTBEAT_MS = 5000
 #: seconds a closing connection has to say DISCONNECT and close its socket
 CLOSE_GRACE = 3
 
@@ -190,6 +192,9 @@ class StompConsumer:
             [_parameters(url.hostname or "", url.port or 61613, broker)],
             ssl=SCHEMES[_scheme(endpoint)],
             on_error_frame=None,  # noted by the connection class, and logged by esmd
+            # ActiveMQ drops a connection silent for one heart-beat (its default grace): the
+            # default 1 s is too short for a loaded event loop (a busy machine lost some)
+            heartbeat=stompman.Heartbeat(HEARTBEAT_MS, HEARTBEAT_MS),
             connect_retry_attempts=1,
             connect_timeout=CONNECT_TIMEOUT,
             connection_confirmation_timeout=CONNECT_TIMEOUT,
