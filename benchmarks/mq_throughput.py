@@ -1,6 +1,6 @@
 """Amazon MQ throughput: esmd against a plain consume-and-ack loop on the same broker, in one run.
 
-Per engine (``ENGINES``: RabbitMQ here; ActiveMQ adds its own section), both read the same
+Per engine (``ENGINES``: RabbitMQ over AMQP 0-9-1, ActiveMQ over STOMP), both read the same
 number of ~1 KB JSON messages from a fresh queue of the local broker (`make services`) with
 the same prefetch: the plain loop acknowledges each message as it arrives; esmd decodes
 each delivery into Lambda's record, filters it on ``data``, batches (BatchSize 100), invokes
@@ -9,6 +9,10 @@ esmd...) so both see the same machine load; the best of each is compared (target
 0.8x the plain loop).
 
     python benchmarks/mq_throughput.py --engine rabbitmq --messages 20000 --repeat 3
+    python benchmarks/mq_throughput.py --engine activemq --messages 20000 --repeat 3
+
+The plain loops use the client esmd uses for the engine: aio-pika (over aiormq) for
+RabbitMQ, stompman for ActiveMQ (``ack: client-individual``, ``activemq.prefetchSize``).
 """
 
 from __future__ import annotations
@@ -112,7 +116,73 @@ RABBITMQ = EngineBench(
     plain_name="plain consume+ack (aio-pika)",
 )
 
-ENGINES = {"rabbitmq": RABBITMQ}
+
+# --- ActiveMQ ---------------------------------------------------------------------------------
+
+
+def _stomp_servers() -> list[Any]:
+    import stompman
+
+    host, port = servers.ensure_activemq().removeprefix("stomp://").rsplit(":", 1)
+    user, password = servers.ACTIVEMQ_USER, servers.ACTIVEMQ_PASSWORD
+    return [stompman.ConnectionParameters(host, int(port), user, password)]
+
+
+def _stomp_heartbeat() -> Any:
+    """esmd's heart-beats (stompman's 1 s default loses connections on a loaded machine)."""
+    import stompman
+
+    from service.sources.mq_activemq import HEARTBEAT_MS
+
+    return stompman.Heartbeat(HEARTBEAT_MS, HEARTBEAT_MS)
+
+
+async def _activemq_fill(queue: str, n: int) -> None:
+    """TextMessages; the last one's receipt: the broker has them all."""
+    import stompman
+
+    headers = {"amq-msg-type": "text"}
+    async with stompman.Client(_stomp_servers(), heartbeat=_stomp_heartbeat()) as client:
+        for _ in range(n - 1):
+            await client.send(BODY, f"/queue/{queue}", headers=headers)
+        await client.send(BODY, f"/queue/{queue}", headers=headers, receipt_timeout=120)
+
+
+async def _activemq_plain(queue: str, n: int) -> float:
+    """stompman: one subscription, the same prefetch, each message acknowledged on arrival."""
+    import stompman
+
+    done, count = asyncio.Event(), 0
+
+    async def handle(frame: stompman.AckableMessageFrame) -> None:
+        nonlocal count
+        await frame.ack()
+        count += 1
+        if count >= n:
+            done.set()
+
+    async with stompman.Client(
+        _stomp_servers(), heartbeat=_stomp_heartbeat(), max_concurrent_handlers=None
+    ) as client:
+        started = time.perf_counter()
+        subscription = await client.subscribe_with_manual_ack(
+            f"/queue/{queue}", handle, headers={"activemq.prefetchSize": str(PREFETCH)}
+        )
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        await subscription.unsubscribe()
+    return elapsed
+
+
+ACTIVEMQ = EngineBench(
+    broker=lambda: {"engine": "activemq", "endpoints": [servers.ensure_activemq()]},
+    credentials={"username": servers.ACTIVEMQ_USER, "password": servers.ACTIVEMQ_PASSWORD},
+    fill=_activemq_fill,
+    plain=_activemq_plain,
+    plain_name="plain consume+ack (stompman)",
+)
+
+ENGINES = {"rabbitmq": RABBITMQ, "activemq": ACTIVEMQ}
 
 
 # --- esmd, the same for every engine ----------------------------------------------------------

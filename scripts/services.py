@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Start, stop and show the local servers (Kafka, ElasticMQ, moto_server, mongo-java-server,
-RabbitMQ, Apicurio Registry, Prometheus); see service/devtools/servers.py.
+RabbitMQ, ActiveMQ, Apicurio Registry, Prometheus); see service/devtools/servers.py.
 
 Runs with the system python before the venv exists: it needs only the standard library.
 """

@@ -226,8 +226,9 @@ class MqBroker(_Model):
     endpoints: list[str] = Field(
         min_length=1,
         description="Where the broker listens, tried in order (ActiveMQ's active/standby "
-        "pair: both): rabbitmq amqp://host:port or amqps://host:port; activemq as its engine "
-        "documents. No credentials: those come from SourceAccessConfigurations BASIC_AUTH",
+        "pair: both): rabbitmq amqp://host:port or amqps://host:port; activemq (STOMP) "
+        "stomp://host:port or stomp+ssl://host:port. No credentials: those come from "
+        "SourceAccessConfigurations BASIC_AUTH",
     )
     consumers: int = Field(
         1,

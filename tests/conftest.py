@@ -76,3 +76,9 @@ def apicurio_registry() -> str:
     """Apicurio Registry (built from Maven Central by service/devtools/apicurio-pom.xml, schemas
     in memory): the base URL of its Confluent-compatible API, .../apis/ccompat/v7."""
     return servers.apicurio_registry()
+
+
+@pytest.fixture(scope="session")
+def activemq_endpoint() -> str:
+    """ActiveMQ Classic (service/devtools/EsmdActiveMQBroker.java): ``stomp://host:port``."""
+    return servers.activemq_endpoint()

@@ -1,8 +1,9 @@
 """Local servers for the demo, development and tests: Apache Kafka (KRaft), ElasticMQ,
-moto_server, mongo-java-server (the DocumentDB stand-in), RabbitMQ, Apicurio Registry and
-Prometheus. Dev tooling: the daemon never imports it.
+moto_server, mongo-java-server (the DocumentDB stand-in), RabbitMQ, ActiveMQ Classic
+(Amazon MQ's two brokers), Apicurio Registry and Prometheus. Dev tooling: the daemon never
+imports it.
 
-    python3 scripts/services.py up [kafka|moto|elasticmq|mongo|rabbitmq|apicurio|prometheus ...]
+    python3 scripts/services.py up [NAME ...]         # all of SERVERS, or the named ones
     python3 scripts/services.py down [...]            # stop what this started
     python3 scripts/services.py status
 
@@ -27,6 +28,13 @@ Apicurio Registry (the Kafka schema registry) is built by Maven from its Maven C
 artifacts with apicurio-pom.xml beside this file (once, into the cache folder; the POM says
 why version 2.4.2.Final), stores schemas in memory, serves its Confluent-compatible API on
 http://127.0.0.1:8081/apis/ccompat/v7 and is ready when that API lists subjects.
+ActiveMQ Classic (activemq-all from Maven Central) runs embedded in the small main
+EsmdActiveMQBroker.java (compiled the same way): STOMP on 127.0.0.1:61613, AMQP 1.0 on 61614,
+persistent messages in KahaDB in its state folder, the user ``esmd`` (password
+$ESMD_ACTIVEMQ_PASSWORD, default ``esmd-secret``) and a redelivery policy of 5 redeliveries
+1 s apart, then the queue's dead-letter queue ``DLQ.<queue>``; queues ``forbidden.*`` refuse
+consumers (as an authorization map would); ready when a STOMP CONNECT is answered with
+CONNECTED.
 Prometheus is Debian's package `prometheus`, fetched with `apt-get download` and unpacked
 (`dpkg -x`) into the cache folder, so it needs no install as root; it scrapes every 1 s the
 targets listed in JSON files in its state folder's ``targets/`` (file_sd: a test adds its
@@ -558,6 +566,80 @@ def apicurio_ready() -> bool:
         return False
 
 
+# --- ActiveMQ Classic (one of Amazon MQ's brokers) ------------------------------------------
+
+ACTIVEMQ_USER = "esmd"
+ACTIVEMQ_PASSWORD = os.environ.get("ESMD_ACTIVEMQ_PASSWORD", "esmd-secret")
+
+ACTIVEMQ_LOG4J2 = """\
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+def activemq_classes() -> Path:
+    """EsmdActiveMQBroker.java compiled against the resolved jars, once per source version."""
+    libs = maven_libs("activemq")
+    source = HERE / "EsmdActiveMQBroker.java"
+    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
+    classes = libs.parent / f"classes-{digest}"
+    if not (classes / "EsmdActiveMQBroker.class").exists():
+        tmp = classes.with_name(classes.name + f".tmp{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        subprocess.run(
+            ["javac", "-nowarn", "-cp", f"{libs}/*", "-d", str(tmp), str(source)],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        tmp.rename(classes)
+    return classes
+
+
+def activemq_command(state: Path, port: int | None = None) -> list[str]:
+    """The embedded broker (EsmdActiveMQBroker.java): STOMP on ``port``, AMQP 1.0 on
+    ``port + 1``, KahaDB in ``state/data``. A test that restarts a broker passes its own
+    state folder and port (see tests/integration/mq_helpers.py)."""
+    port = port or ACTIVEMQ_PORT
+    classes, libs = activemq_classes(), maven_libs("activemq")
+    (state / "log4j2.properties").write_text(ACTIVEMQ_LOG4J2.format(log=state / "activemq.log"))
+    return [
+        "java",
+        "-Xms128m",
+        "-Xmx512m",
+        "-XX:TieredStopAtLevel=1",  # starts faster; a test broker needs no peak throughput
+        f"-Dlog4j2.configurationFile={state / 'log4j2.properties'}",
+        "-cp",
+        f"{classes}:{libs}/*",
+        "EsmdActiveMQBroker",
+        HOST,
+        str(port),
+        str(state / "data"),
+        f"{ACTIVEMQ_USER}:{ACTIVEMQ_PASSWORD}",
+    ]
+
+
+def activemq_ready(port: int | None = None) -> bool:
+    """A STOMP CONNECT with the test user answered with CONNECTED."""
+    frame = (
+        f"CONNECT\naccept-version:1.2\nhost:{HOST}\nlogin:{ACTIVEMQ_USER}\n"
+        f"passcode:{ACTIVEMQ_PASSWORD}\n\n\x00"
+    )
+    try:
+        with socket.create_connection((HOST, port or ACTIVEMQ_PORT), timeout=2) as sock:
+            sock.sendall(frame.encode())
+            reply = sock.recv(4096)
+            sock.sendall(b"DISCONNECT\n\n\x00")
+    except OSError:
+        return False
+    return reply.lstrip(b"\n").startswith(b"CONNECTED")
+
+
 # --- Prometheus -----------------------------------------------------------------------------
 
 #: scrape every second: a test sees a change within a second or two; file_sd picks up target
@@ -665,6 +747,8 @@ ELASTICMQ_PORT = int(os.environ.get("ESMD_ELASTICMQ_PORT", "9324"))
 PROMETHEUS_PORT = int(os.environ.get("ESMD_PROMETHEUS_PORT", "9090"))
 MONGO_PORT = int(os.environ.get("ESMD_MONGO_PORT", "27017"))
 RABBITMQ_PORT = int(os.environ.get("ESMD_RABBITMQ_PORT", "5672"))
+#: STOMP; AMQP 1.0 on the next port
+ACTIVEMQ_PORT = int(os.environ.get("ESMD_ACTIVEMQ_PORT", "61613"))
 
 
 def rabbitmq_server(name: str, port: int) -> Server:
@@ -678,6 +762,7 @@ def rabbitmq_server(name: str, port: int) -> Server:
         lambda: rabbitmq.ready(port),
         120,
     )
+
 
 APICURIO_PORT = int(os.environ.get("ESMD_APICURIO_PORT", "8081"))
 #: the base URL of Apicurio's Confluent-compatible API (what SchemaRegistryURI names)
@@ -708,6 +793,14 @@ SERVERS = {
     "rabbitmq": rabbitmq_server("rabbitmq", RABBITMQ_PORT),
     "apicurio": Server(
         "apicurio", APICURIO_PORT, APICURIO_URL, apicurio_command, apicurio_ready, 120
+    ),
+    "activemq": Server(
+        "activemq",
+        ACTIVEMQ_PORT,
+        f"stomp://{HOST}:{ACTIVEMQ_PORT}",
+        activemq_command,
+        activemq_ready,
+        120,
     ),
     "prometheus": Server(
         "prometheus",
@@ -844,6 +937,11 @@ def ensure_mongo() -> str:
 def ensure_apicurio() -> str:
     """The base URL of Apicurio Registry's Confluent-compatible API."""
     return ensure("apicurio")
+
+
+def ensure_activemq() -> str:
+    """The ActiveMQ broker's STOMP address (``stomp://host:port``); user ACTIVEMQ_USER."""
+    return ensure("activemq")
 
 
 def ensure_prometheus() -> str:
