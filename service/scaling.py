@@ -23,8 +23,15 @@ PollerFactory = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 @dataclass(frozen=True, slots=True)
 class PoolBounds:
+    """A pool's size limits. A minimum of 0 is a worker process's share of a mapping whose
+    MinimumPollers another worker holds: it runs no poller until lag shows up."""
+
     minimum: int
     maximum: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.minimum <= self.maximum:
+            raise ValueError(f"pool bounds need 0 <= minimum <= maximum, not {self}")
 
     def clamp(self, n: int) -> int:
         return max(self.minimum, min(self.maximum, n))
@@ -137,7 +144,7 @@ class LagScaler:
     def decide(self, now: float, current: int, load: Load, limit: int) -> tuple[int, str] | None:
         """A new pool size and its reason, or None to stay."""
         top = max(self.bounds.minimum, min(self.bounds.maximum, limit))
-        need = max(1, -(-int(load.bytes_per_second) // int(self._capacity)))
+        need = -(-int(load.bytes_per_second) // int(self._capacity))  # 0 when nothing flows
         if load.lag > max(self._batch, load.records_per_second):
             self._calm_since = None
             if self._lag_since is None:
@@ -147,7 +154,7 @@ class LagScaler:
             shrinking = load.lag < 0.8 * self._lag_at_last_step
             if lasting and not shrinking and current < top:
                 self._lag_since, self._lag_at_last_step = now, load.lag
-                wanted = min(top, max(current * 2, need))
+                wanted = min(top, max(current * 2, need, 1))
                 return wanted, f"lag {load.lag} records for {self._up_after:g}s, not draining"
             if lasting:
                 self._lag_since, self._lag_at_last_step = now, load.lag
