@@ -21,6 +21,7 @@ from service.filters import FilterCriteria
 from service.invoke import ErrorPolicy, Invoker
 from service.lane import Acker, Codec, Lane
 from service.metrics import MappingMetrics
+from service.scaling import PollerGroups
 from service.targets import Target
 from service.windows import TumblingWindow
 from service.workers import SOLO, Worker
@@ -44,6 +45,8 @@ class MappingContext:
     #: that expired): (reason, message) become the state reason and last error until the
     #: next ``connected()``
     report: Callable[[str, str], None] = lambda reason, message: None
+    #: the process's poller groups (PollerGroupName): its mappings share them
+    poller_groups: PollerGroups = field(default_factory=PollerGroups)
 
     @property
     def name(self) -> str:

@@ -34,6 +34,7 @@ from service.errors import EVENT_SOURCE_ERROR, USER_INITIATED, SourceError
 from service.filters import FilterCriteria
 from service.invoke import Backoff, ErrorPolicy
 from service.metrics import MappingMetrics, Metrics
+from service.scaling import PollerGroups
 from service.sources import Poller, SourceEntry, make_poller, source_entry
 from service.sources.kinds import SourceKind
 from service.targets import Target, make_target
@@ -55,10 +56,17 @@ class State(enum.StrEnum):
 
 class Mapping:
     def __init__(
-        self, config: MappingConfig, esmd: EsmdConfig, metrics: Metrics, worker: Worker = SOLO
+        self,
+        config: MappingConfig,
+        esmd: EsmdConfig,
+        metrics: Metrics,
+        worker: Worker = SOLO,
+        poller_groups: PollerGroups | None = None,
     ) -> None:
         self.config = config
         self.esmd = esmd
+        #: the daemon's poller groups (PollerGroupName), shared with its other mappings
+        self.poller_groups = poller_groups if poller_groups is not None else PollerGroups()
         #: which worker process this is: pool bounds are split between the workers
         self.worker = worker
         self.metrics: MappingMetrics = metrics.for_mapping(config.Name, config.source_kind.value)
@@ -168,6 +176,7 @@ class Mapping:
             connected=functools.partial(self.set_reason, USER_INITIATED),
             report=self.set_reason,
             iterator_age=self.source.iterator_age,
+            poller_groups=self.poller_groups,
         )
 
     @property

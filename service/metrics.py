@@ -14,7 +14,9 @@ The set, every series labelled ``mapping`` and ``source``:
   so ``rate()`` and ``increase()`` see the first increment;
 - gauges: ``esm_offset_lag`` (Kafka, ``partition`` label: sum and max are PromQL's),
   ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
-  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight);
+  (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight), and
+  ``esm_poller_group_pollers`` (``group`` and ``kind`` labels: a PollerGroupName's shared
+  pool; grouped mappings show no ``esm_pollers`` of their own);
 - histograms: ``esm_batch_size`` (``reason`` the batch closed: size, window, bytes, ...) and
   ``esm_invoke_duration_seconds``.
 
@@ -109,6 +111,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.poller_group_pollers = Gauge(
+            "esm_poller_group_pollers",
+            "Pollers of a poller group (PollerGroupName), shared by its mappings",
+            ("group", "kind"),
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.invoke_concurrency = Gauge(
             "esm_invoke_concurrency",
             "Invocations of the mapping in flight (AWS: the function's ConcurrentExecutions)",
@@ -186,3 +195,22 @@ class MappingMetrics:
 
     def pollers(self, kind: str) -> Gauge:
         return self.metrics.pollers.labels(self.mapping, self.source, kind)
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        return {"mapping": self.mapping}
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetrics:
+    """The pool gauges of a poller group (its mappings keep their own counters)."""
+
+    group: str
+    metrics: Metrics
+
+    def pollers(self, kind: str) -> Gauge:
+        return self.metrics.poller_group_pollers.labels(self.group, kind)
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        return {"poller_group": self.group}

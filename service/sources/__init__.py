@@ -104,6 +104,8 @@ def _sqs_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
     pollers = m.ProvisionedPollerConfig
     if pollers is not None and pollers.MinimumPollers < 2:
         yield "ProvisionedPollerConfig.MinimumPollers", "SQS mappings need at least 2 (AWS)"
+    if m.poller_group is not None:
+        yield "ProvisionedPollerConfig.PollerGroupName", "poller groups are for Kafka (AWS)"
     if m.on_failure_destination is not None:
         why = "failed messages return to the queue and its redrive policy (a DLQ) applies"
         yield (
@@ -149,7 +151,7 @@ _KAFKA_PROPERTIES = frozenset(
 _STREAM_PROPERTIES = frozenset({"ParallelizationFactor", "TumblingWindowInSeconds"})
 _KAFKA = {
     "title": "Kafka",
-    "poller": "service.sources.kafka:KafkaSource",
+    "poller": "service.sources.kafka_groups:kafka_source",
     "traits": KAFKA,
     "window_seconds": 0.5,
     "starting_positions": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),

@@ -184,9 +184,7 @@ class KafkaSource:
             self._member, self.scaler.bounds, self._mapping.metrics, "kafka poller"
         )
         pool.start()
-        group_lag = GroupLag(
-            self._bootstrap, self._auth, cfg.consumer_group_id, (cfg.Topics or [""])[0]
-        )
+        group_lag = GroupLag(self._bootstrap, self._auth)
         try:
             await self._scale_loop(pool, group_lag)
         finally:
@@ -258,7 +256,8 @@ class KafkaSource:
         minimum is zero), the group's lag as the broker knows it."""
         if pool.size == 0:
             try:
-                lag = await group_lag.read()
+                cfg = self._mapping.config
+                lag = await group_lag.read([(cfg.consumer_group_id, (cfg.Topics or [""])[0])])
             except KafkaError as exc:
                 self._log.warning("lag unreadable", error=repr(exc))
                 lag = 0
@@ -297,7 +296,8 @@ class KafkaPoller:
     """One consumer of the mapping's group; feeds one Lane per partition it is assigned."""
 
     commit_interval = 1.0
-    fetch_timeout_ms = 200
+    fetch_timeout_ms = 1000
+    fetch_max_wait_ms = 2000
 
     def __init__(
         self,
@@ -404,6 +404,7 @@ class KafkaPoller:
             auto_offset_reset="latest" if start is StartPosition.LATEST else "earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             **static,
             **self._auth.client_kwargs(),
         )

@@ -17,32 +17,38 @@ from service.sources.kafka_auth import KafkaAuth
 
 
 class GroupLag:
-    def __init__(self, bootstrap: list[str], auth: KafkaAuth, group: str, topic: str) -> None:
+    """Lag of consumer groups on their topics: ``read([(group, topic), ...])``."""
+
+    def __init__(self, bootstrap: list[str], auth: KafkaAuth) -> None:
         self._bootstrap = bootstrap
         self._auth = auth
-        self._group = group
-        self._topic = topic
         self._ends: AIOKafkaConsumer | None = None
         self._admin: AIOKafkaAdminClient | None = None
-        self.partitions = 0  # the topic's partition count at the last read
+        self.partitions = 0  # the topics' partitions at the last read
 
-    async def read(self) -> int:
-        """Records of the topic that the group has not committed (a partition without a
-        committed offset counts from its start)."""
+    async def read(self, groups: list[tuple[str, str]]) -> int:
+        """Records of each topic that its group has not committed (a partition without a
+        committed offset counts from its start), summed."""
         ends, admin = await self._open()
-        (described,) = await admin.describe_topics([self._topic])
-        tps = [TopicPartition(self._topic, p["partition"]) for p in described["partitions"]]
+        described = await admin.describe_topics(sorted({topic for _, topic in groups}))
+        partitions = {
+            t["topic"]: [TopicPartition(t["topic"], p["partition"]) for p in t["partitions"]]
+            for t in described
+        }
+        tps = [tp for found in partitions.values() for tp in found]
         self.partitions = len(tps)
         if not tps:
             return 0
         end_offsets = await ends.end_offsets(tps)
         begin_offsets = await ends.beginning_offsets(tps)
-        committed = await admin.list_consumer_group_offsets(self._group, partitions=tps)
         lag = 0
-        for tp in tps:
-            done = committed.get(tp)
-            start = done.offset if done is not None and done.offset >= 0 else begin_offsets[tp]
-            lag += max(0, end_offsets[tp] - start)
+        for group, topic in groups:
+            mine = partitions.get(topic, [])
+            committed = await admin.list_consumer_group_offsets(group, partitions=mine)
+            for tp in mine:
+                done = committed.get(tp)
+                start = done.offset if done is not None and done.offset >= 0 else begin_offsets[tp]
+                lag += max(0, end_offsets[tp] - start)
         return lag
 
     async def _open(self) -> tuple[AIOKafkaConsumer, AIOKafkaAdminClient]:
