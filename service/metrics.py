@@ -16,7 +16,8 @@ The set, every series labelled ``mapping`` and ``source``:
   ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
   (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight), and
   ``esm_poller_group_pollers`` (``group`` and ``kind`` labels: a PollerGroupName's shared
-  pool; grouped mappings show no ``esm_pollers`` of their own);
+  pool; grouped mappings show no ``esm_pollers`` of their own) and ``esm_poller_group_member``
+  (1 for each mapping of a group, to select a group by its mappings);
 - histograms: ``esm_batch_size`` (``reason`` the batch closed: size, window, bytes, ...) and
   ``esm_invoke_duration_seconds``.
 
@@ -118,6 +119,13 @@ class Metrics:
             registry=r,
             multiprocess_mode="livesum",
         )
+        self.poller_group_member = Gauge(
+            "esm_poller_group_member",
+            "1 while the mapping is in the poller group (joins a group to its mappings)",
+            (*_LABELS, "group"),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.invoke_concurrency = Gauge(
             "esm_invoke_concurrency",
             "Invocations of the mapping in flight (AWS: the function's ConcurrentExecutions)",
@@ -199,6 +207,9 @@ class MappingMetrics:
     @property
     def log_context(self) -> dict[str, str]:
         return {"mapping": self.mapping}
+
+    def poller_group(self, group: str) -> Gauge:
+        return self.metrics.poller_group_member.labels(self.mapping, self.source, group)
 
 
 @dataclass(frozen=True, slots=True)

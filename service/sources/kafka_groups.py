@@ -149,6 +149,7 @@ class PollerGroup:
                 if name == member.name:
                     raise SourceError(CONFIG_NOT_VALID, message)
             self._members[(member.config.Topics or [""])[0]] = member
+            member.metrics.poller_group(self.name).set(1)
             self._set_bounds()
             if self._task is None:
                 await self._start()
@@ -165,6 +166,7 @@ class PollerGroup:
             if self._members.get(topic) is not member:
                 return not self._members
             del self._members[topic]
+            member.metrics.poller_group(self.name).set(0)
             self._log.info("mapping left", mapping=member.name, mappings=len(self._members))
             if not self._members:
                 await self._stop()
