@@ -15,7 +15,7 @@ figures come from the same machine load. Topics and queues are named ``idle-benc
 reused by later runs.
 
     python benchmarks/idle.py --kafka 100 --compare-groups
-    python benchmarks/idle.py --kafka 500 --sqs 500
+    python benchmarks/idle.py --kafka 500 --sqs 500 --grouped
 """
 
 from __future__ import annotations
@@ -126,21 +126,23 @@ def free_port() -> int:
         return port
 
 
-def started(port: int, kafka: int, mappings: int) -> bool:
-    """Every mapping Enabled, and every Kafka mapping's partition assigned."""
+def progress(port: int) -> tuple[int, int]:
+    """(mappings Enabled with a USER_INITIATED reason or none yet, Kafka mappings with their
+    partition assigned)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/mappings", timeout=10) as reply:
             listed = json.loads(reply.read())["mappings"]
     except (urllib.error.URLError, TimeoutError):
-        return False
-    if len(listed) != mappings or any(m["state"] != "Enabled" for m in listed):
-        return False
+        return 0, 0
+    enabled = sum(
+        m["state"] == "Enabled" and m["state_reason"] in (None, "USER_INITIATED") for m in listed
+    )
     assigned = sum(
         1
         for m in listed
         if m["source"] in ("kafka", "msk") and (m["poller"] or {}).get("partitions")
     )
-    return assigned == kafka
+    return enabled, assigned
 
 
 def measure(args: argparse.Namespace, group: str | None) -> Figures:
@@ -156,9 +158,13 @@ def measure(args: argparse.Namespace, group: str | None) -> Figures:
         proc = subprocess.Popen(argv, cwd=ROOT, env=env)
         try:
             deadline = begin + args.start_timeout
-            while not started(port, args.kafka, args.kafka + args.sqs):
+            while (found := progress(port)) != (args.kafka + args.sqs, args.kafka):
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise SystemExit(f"not started within {args.start_timeout}s")
+                    enabled, assigned = found
+                    raise SystemExit(
+                        f"not started within {args.start_timeout}s: {enabled} mappings "
+                        f"enabled, {assigned} of {args.kafka} Kafka mappings assigned"
+                    )
                 time.sleep(0.5)
             start = time.monotonic() - begin
             time.sleep(args.settle)
@@ -187,6 +193,7 @@ def main() -> None:
     parser.add_argument("--kafka", type=int, default=100, help="idle Kafka mappings")
     parser.add_argument("--sqs", type=int, default=0, help="idle SQS mappings")
     parser.add_argument("--compare-groups", action="store_true", help="again, in groups")
+    parser.add_argument("--grouped", action="store_true", help="only in groups")
     parser.add_argument("--seconds", type=float, default=20.0, help="CPU measuring time")
     parser.add_argument("--settle", type=float, default=5.0, help="wait after start")
     parser.add_argument("--start-timeout", type=float, default=120.0)
@@ -198,8 +205,9 @@ def main() -> None:
         asyncio.run(make_queues(args.elasticmq, args.sqs))
     print(f"load before: {os.getloadavg()[0]:.2f} (1 min), {os.cpu_count()} cores", flush=True)
     what = f"{args.kafka} Kafka + {args.sqs} SQS" if args.sqs else f"{args.kafka} Kafka"
-    show(f"{what}, a pool each", measure(args, None))
-    if args.compare_groups:
+    if not args.grouped:
+        show(f"{what}, a pool each", measure(args, None))
+    if args.compare_groups or args.grouped:
         groups = -(-args.kafka // GROUP_MAPPINGS)
         show(f"{what}, {groups} poller group(s)", measure(args, "idle-bench"))
     print(f"load after: {os.getloadavg()[0]:.2f} (1 min)", flush=True)
