@@ -14,7 +14,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.aws import aws_client
+from service.aws import SharedClients
 from service.batching import BatchBuilder
 from service.config import EsmdConfig, MappingConfig
 from service.filters import FilterCriteria
@@ -47,6 +47,8 @@ class MappingContext:
     report: Callable[[str, str], None] = lambda reason, message: None
     #: the process's poller groups (PollerGroupName): its mappings share them
     poller_groups: PollerGroups = field(default_factory=PollerGroups)
+    #: the process's AWS clients, shared by its mappings
+    clients: SharedClients = field(default_factory=SharedClients)
 
     @property
     def name(self) -> str:
@@ -57,7 +59,9 @@ class MappingContext:
         return self.esmd.server.shutdown_grace_seconds
 
     def aws_client(self, service: str, connections: int = 10) -> AbstractAsyncContextManager[Any]:
-        return aws_client(self.esmd.aws, service, connections)
+        """A client of ``service`` shared with the process's other mappings (SharedClients:
+        its pool has room for every user's ``connections``)."""
+        return self.clients.client(self.esmd.aws, service)
 
     def invoker(self, codec: Codec, policy: ErrorPolicy | None = None) -> Invoker:
         return Invoker(

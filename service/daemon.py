@@ -23,6 +23,7 @@ from service.admin import serve
 from service.api.control import Control
 from service.api.routes import Api
 from service.api.store import SqliteMappingStore
+from service.aws import SharedClients
 from service.config import EsmdConfig, MappingConfig
 from service.mapping import Mapping
 from service.metrics import Metrics
@@ -54,8 +55,10 @@ class Daemon:
         self.worker = worker
         #: PollerGroupName: the mappings of a group share its pollers
         self.poller_groups = PollerGroups()
+        #: AWS clients shared by the mappings (one per service and endpoint)
+        self.clients = SharedClients()
         self.mappings = [
-            Mapping(m, config, self.metrics, worker, self.poller_groups)
+            Mapping(m, config, self.metrics, worker, self.poller_groups, self.clients)
             for m in config.mappings
             if worker.runs(m, config)
         ]
@@ -117,7 +120,9 @@ class Daemon:
     def start_mapping(self, config: MappingConfig) -> Mapping:
         """Start a mapping now (the API created or changed it); a worker that takes no part
         in it (Worker.runs) only describes it."""
-        m = Mapping(config, self.config, self.metrics, self.worker, self.poller_groups)
+        m = Mapping(
+            config, self.config, self.metrics, self.worker, self.poller_groups, self.clients
+        )
         if not self.worker.runs(config, self.config):
             return m
         if self._stop.is_set():

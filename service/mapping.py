@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from service.aws import SharedClients
 from service.config import EsmdConfig, MappingConfig
 from service.context import MappingContext
 from service.destinations import (
@@ -62,11 +63,14 @@ class Mapping:
         metrics: Metrics,
         worker: Worker = SOLO,
         poller_groups: PollerGroups | None = None,
+        clients: SharedClients | None = None,
     ) -> None:
         self.config = config
         self.esmd = esmd
         #: the daemon's poller groups (PollerGroupName), shared with its other mappings
         self.poller_groups = poller_groups if poller_groups is not None else PollerGroups()
+        #: the daemon's AWS clients, shared with its other mappings
+        self.clients = clients if clients is not None else SharedClients()
         #: which worker process this is: pool bounds are split between the workers
         self.worker = worker
         self.metrics: MappingMetrics = metrics.for_mapping(config.Name, config.source_kind.value)
@@ -177,6 +181,7 @@ class Mapping:
             report=self.set_reason,
             iterator_age=self.source.iterator_age,
             poller_groups=self.poller_groups,
+            clients=self.clients,
         )
 
     @property
