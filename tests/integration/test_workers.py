@@ -213,3 +213,65 @@ def test_two_workers_idle_at_the_mappings_minimum_and_grow_from_zero_on_lag(
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_poller_group_idles_at_its_minimum_for_the_whole_daemon(
+    kafka_bootstrap: str, unique: str, tmp_path: Path
+) -> None:
+    """Two mappings in one poller group under two workers: one group poller in all, and both
+    mappings deliver through it."""
+    port = free_port()
+    mappings = []
+    for name in ("ga", "gb"):
+        topic = f"{name}-{unique}"
+        asyncio.run(create_topic(kafka_bootstrap, topic, PARTITIONS))
+        mappings.append(
+            kafka_mapping(
+                name,
+                kafka_bootstrap,
+                topic,
+                f"g-{name}-{unique}",
+                FunctionName="spread",
+                ProvisionedPollerConfig={
+                    "MinimumPollers": 1,
+                    "MaximumPollers": 4,
+                    "PollerGroupName": f"pg-{unique}",
+                },
+            )
+        )
+    config = {
+        "server": {"listen": f"127.0.0.1:{port}", "workers": 2, "shutdown_grace_seconds": 5},
+        "functions": {"spread": {"python": "tests.integration.file_handlers:kafka_records"}},
+        "mappings": mappings,
+    }
+    path = tmp_path / "esmd.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "ESMD_TEST_OUT": str(out), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "service", "run", "-c", str(path)]
+
+    def group_pollers() -> dict[tuple[str, int], int]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/mappings", timeout=5) as reply:
+                listed = json.loads(reply.read())["mappings"]
+        except urllib.error.URLError:
+            return {}
+        return {
+            (m["name"], m["worker"]): (m["poller"] or {}).get("group_pollers", -1) for m in listed
+        }
+
+    with subprocess.Popen(argv, cwd=ROOT, env=env) as proc:
+        try:
+            idle = {("ga", 0): 1, ("gb", 0): 1, ("ga", 1): 0, ("gb", 1): 0}
+            wait(lambda: group_pollers() == idle, 30, "one group poller, in worker 0")
+            for name in ("ga", "gb"):
+                values = [(i % PARTITIONS, {"i": i}) for i in range(100)]
+                asyncio.run(produce_json(kafka_bootstrap, f"{name}-{unique}", values))
+            wait(lambda: len(handled(out)) >= 200, 30, "both mappings' records")
+            assert len(handled(out)) == 200  # each record once (the two topics share offsets)
+            assert group_pollers() == idle
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
