@@ -66,7 +66,12 @@ class GroupMember:
         group = groups.get(
             name, lambda: PollerGroup(name, self._mapping, bootstrap, auth), PollerGroup
         )
-        await group.join(self._mapping)
+        try:
+            await group.join(self._mapping)
+        except BaseException:
+            if group.empty:  # made for this mapping: the next one may bring other brokers
+                groups.drop(name, group)
+            raise
         self._group = group
         self._mapping.connected()
         try:
@@ -138,6 +143,10 @@ class PollerGroup:
         assert self._offsets is not None, "the group is started by its first member"
         return self._offsets
 
+    @property
+    def empty(self) -> bool:
+        return not self._members
+
     def member_for(self, topic: str) -> MappingContext | None:
         return self._members.get(topic)
 
@@ -148,14 +157,19 @@ class PollerGroup:
             for name, message in poller_group_problems(self.name, configs):
                 if name == member.name:
                     raise SourceError(CONFIG_NOT_VALID, message)
-            self._members[(member.config.Topics or [""])[0]] = member
-            member.metrics.poller_group(self.name).set(1)
+            topic = (member.config.Topics or [""])[0]
+            self._members[topic] = member
             self._set_bounds()
             if self._task is None:
-                await self._start()
+                try:
+                    await self._start()
+                except BaseException:
+                    del self._members[topic]  # the mapping retries its join from scratch
+                    raise
             else:
                 for poller in self._pollers:
                     poller.subscribe()
+            member.metrics.poller_group(self.name).set(1)
             self._log.info("mapping joined", mapping=member.name, mappings=len(self._members))
 
     async def leave(self, member: MappingContext) -> bool:
@@ -194,7 +208,11 @@ class PollerGroup:
             client_id=f"esmd-group-{self.name}",
             **self.auth.client_kwargs(),
         )
-        await client.bootstrap()
+        try:
+            await client.bootstrap()
+        except BaseException:
+            await client.close()
+            raise
         self._client, self._offsets = client, GroupOffsets(client)
         self._pool.start()
         self._task = asyncio.create_task(self._scale_loop(), name=f"poller group {self.name}")

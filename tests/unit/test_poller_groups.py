@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from aiokafka.errors import KafkaError
 
-from service.config import ConfigError, json_schema, parse_config
+from service.config import ConfigError, EsmdConfig, MappingConfig, json_schema, parse_config
+from service.errors import SourceError
+from service.mapping import Mapping
+from service.metrics import Metrics
 from service.scaling import PollerGroups
+from service.sources.kafka_auth import PLAINTEXT
+from service.sources.kafka_groups import PollerGroup
 
 
 def kafka(name: str, group: str = "shared", **extra: Any) -> dict[str, Any]:
@@ -91,3 +97,28 @@ def test_the_registry_makes_a_group_once_and_drops_it() -> None:
     assert len(groups) == 1
     groups.drop("g", first)
     assert len(groups) == 0
+
+
+def grouped_context(name: str, topic: str, bootstrap: str = "127.0.0.1:1") -> Any:
+    raw = kafka(name, Topics=[topic])
+    raw["SelfManagedEventSource"]["Endpoints"]["KAFKA_BOOTSTRAP_SERVERS"] = [bootstrap]
+    mapping = Mapping(MappingConfig.model_validate(raw), EsmdConfig(), Metrics())
+    mapping.target = object()  # type: ignore[assignment]  # never called here
+    return mapping.context()
+
+
+async def test_a_join_that_fails_leaves_the_group_as_it_was() -> None:
+    """No broker: the first mapping's join fails and leaves the group empty, so its retry
+    (or another mapping) starts from scratch; a second mapping reading the same topic is
+    refused with ESM_CONFIG_NOT_VALID before anything connects."""
+    first = grouped_context("a", "t")
+    group = PollerGroup("shared", first, ["127.0.0.1:1"], PLAINTEXT)
+    with pytest.raises(KafkaError):
+        await group.join(first)
+    assert group.empty and group.topics == []
+    group._members["t"] = first  # as if it had joined
+    with pytest.raises(SourceError) as refused:
+        await group.join(grouped_context("b", "t"))
+    assert refused.value.reason == "ESM_CONFIG_NOT_VALID"
+    assert "topic 't' is already read by 'a'" in str(refused.value)
+    assert group.topics == ["t"]
