@@ -456,6 +456,11 @@ class EsmLoggingConfig(_Model):
     SystemLogLevel: Literal["DEBUG", "INFO", "WARN"] | None = None
 
 
+#: AWS's limits of a poller group (ProvisionedPollerConfig.PollerGroupName)
+GROUP_MAPPINGS = 100
+GROUP_POLLERS = 2000
+
+
 class ProvisionedPollers(_Model):
     """AWS's ProvisionedPollerConfig. The per-kind rules are in service/sources/__init__.py:
     SQS: MinimumPollers default and minimum 2, MaximumPollers up to 10,000, and ``{}`` means
@@ -464,6 +469,14 @@ class ProvisionedPollers(_Model):
     MinimumPollers: int = Field(1, ge=1, le=200, description="Kafka default 1, SQS default 2")
     MaximumPollers: int = Field(
         200, ge=1, le=10000, description="Kafka: 1 to 2,000; SQS: 2 to 10,000"
+    )
+    PollerGroupName: str | None = Field(
+        None,
+        max_length=128,
+        pattern=r"^[a-zA-Z0-9_-]*$",
+        description="Kafka: mappings with the same name share one pool of pollers (up to "
+        f"{GROUP_MAPPINGS} mappings, MaximumPollers adding up to at most {GROUP_POLLERS}); "
+        "each keeps its own consumer group, offsets, filters and target",
     )
 
     @model_validator(mode="after")
@@ -586,6 +599,21 @@ class MappingConfig(_Model):
             return self.MaximumBatchingWindowInSeconds
         entry = SOURCES.get(self.source_kind)
         return entry.window_seconds if entry else 0.5
+
+    @property
+    def poller_group(self) -> str | None:
+        """PollerGroupName, or None (also for an empty name: no group)."""
+        pollers = self.ProvisionedPollerConfig
+        return (pollers.PollerGroupName or None) if pollers is not None else None
+
+    @property
+    def kafka_cluster(self) -> tuple[Any, ...]:
+        """What identifies a Kafka mapping's cluster and how it connects: mappings of one
+        poller group must agree on it."""
+        source = self.SelfManagedEventSource
+        brokers = tuple(sorted(source.Endpoints.KAFKA_BOOTSTRAP_SERVERS)) if source else ()
+        access = tuple(sorted((a.Type, a.URI) for a in self.SourceAccessConfigurations))
+        return (brokers, self.EventSourceArn if source is None else None, access, self.KafkaTls)
 
     @property
     def consumer_group_id(self) -> str:
@@ -921,7 +949,58 @@ def _cross_problems(config: EsmdConfig, mappings: list[MappingConfig]) -> list[C
         if m.Name in seen:
             problems.append(ConfigProblem(m.Name, "Name", "two mappings have this name"))
         seen.add(m.Name)
+    groups: dict[str, list[MappingConfig]] = {}
+    for m in mappings:
+        if m.poller_group is not None:
+            groups.setdefault(m.poller_group, []).append(m)
+    for name, members in groups.items():
+        problems += [
+            ConfigProblem(m, "ProvisionedPollerConfig.PollerGroupName", message)
+            for m, message in poller_group_problems(name, members)
+        ]
     return problems
+
+
+def poller_group_problems(name: str, members: list[MappingConfig]) -> Iterator[tuple[str, str]]:
+    """AWS's limits of a poller group, and what esmd's shared fetching needs: one cluster
+    (brokers and credentials) and one mapping per topic. Yields (mapping name, message)."""
+    if len(members) > GROUP_MAPPINGS:
+        yield (
+            members[GROUP_MAPPINGS].Name,
+            f"group {name!r} has more than {GROUP_MAPPINGS} mappings",
+        )
+    total = sum(
+        m.ProvisionedPollerConfig.MaximumPollers for m in members if m.ProvisionedPollerConfig
+    )
+    if total > GROUP_POLLERS:
+        yield (
+            members[-1].Name,
+            (
+                f"the MaximumPollers of group {name!r} add up to {total}, "
+                f"above {GROUP_POLLERS} (AWS)"
+            ),
+        )
+    first = members[0]
+    topics: dict[str, str] = {}
+    for m in members:
+        if m.kafka_cluster != first.kafka_cluster:
+            yield (
+                m.Name,
+                (
+                    f"group {name!r} reads one Kafka cluster with one set of credentials: "
+                    f"{first.Name!r} has other brokers, SourceAccessConfigurations or KafkaTls"
+                ),
+            )
+        for topic in m.Topics or []:
+            if topic in topics:
+                yield (
+                    m.Name,
+                    (
+                        f"topic {topic!r} is already read by {topics[topic]!r} in group {name!r} "
+                        "(its pollers fetch each topic once); use another group"
+                    ),
+                )
+            topics.setdefault(topic, m.Name)
 
 
 def load_config(path: str | Path, env: Mapping[str, str] | None = None) -> EsmdConfig:

@@ -14,13 +14,14 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.aws import aws_client
+from service.aws import SharedClients
 from service.batching import BatchBuilder
 from service.config import EsmdConfig, MappingConfig
 from service.filters import FilterCriteria
 from service.invoke import ErrorPolicy, Invoker
 from service.lane import Acker, Codec, Lane, Slots
 from service.metrics import MappingMetrics
+from service.scaling import PollerGroups
 from service.targets import Target
 from service.windows import TumblingWindow
 from service.workers import SOLO, Worker
@@ -44,6 +45,10 @@ class MappingContext:
     #: that expired): (reason, message) become the state reason and last error until the
     #: next ``connected()``
     report: Callable[[str, str], None] = lambda reason, message: None
+    #: the process's poller groups (PollerGroupName): its mappings share them
+    poller_groups: PollerGroups = field(default_factory=PollerGroups)
+    #: the process's AWS clients, shared by its mappings
+    clients: SharedClients = field(default_factory=SharedClients)
 
     @property
     def name(self) -> str:
@@ -54,7 +59,9 @@ class MappingContext:
         return self.esmd.server.shutdown_grace_seconds
 
     def aws_client(self, service: str, connections: int = 10) -> AbstractAsyncContextManager[Any]:
-        return aws_client(self.esmd.aws, service, connections)
+        """A client of ``service`` shared with the process's other mappings (SharedClients:
+        its pool has room for every user's ``connections``)."""
+        return self.clients.client(self.esmd.aws, service)
 
     def invoker(self, codec: Codec, policy: ErrorPolicy | None = None) -> Invoker:
         return Invoker(

@@ -23,9 +23,11 @@ from service.admin import serve
 from service.api.control import Control
 from service.api.routes import Api
 from service.api.store import SqliteMappingStore
+from service.aws import SharedClients
 from service.config import EsmdConfig, MappingConfig
 from service.mapping import Mapping
 from service.metrics import Metrics
+from service.scaling import PollerGroups
 from service.targets import TARGETS
 from service.workers import SOLO, Worker, watch_parent
 
@@ -51,8 +53,12 @@ class Daemon:
         self.config = config
         self.metrics = metrics or Metrics()
         self.worker = worker
+        #: PollerGroupName: the mappings of a group share its pollers
+        self.poller_groups = PollerGroups()
+        #: AWS clients shared by the mappings (one per service and endpoint)
+        self.clients = SharedClients()
         self.mappings = [
-            Mapping(m, config, self.metrics, worker)
+            Mapping(m, config, self.metrics, worker, self.poller_groups, self.clients)
             for m in config.mappings
             if worker.runs(m, config)
         ]
@@ -114,7 +120,9 @@ class Daemon:
     def start_mapping(self, config: MappingConfig) -> Mapping:
         """Start a mapping now (the API created or changed it); a worker that takes no part
         in it (Worker.runs) only describes it."""
-        m = Mapping(config, self.config, self.metrics, self.worker)
+        m = Mapping(
+            config, self.config, self.metrics, self.worker, self.poller_groups, self.clients
+        )
         if not self.worker.runs(config, self.config):
             return m
         if self._stop.is_set():

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 
+from service.aws import SharedClients
 from service.config import EsmdConfig, MappingConfig
 from service.context import MappingContext
 from service.destinations import (
@@ -34,6 +35,7 @@ from service.errors import EVENT_SOURCE_ERROR, USER_INITIATED, SourceError
 from service.filters import FilterCriteria
 from service.invoke import Backoff, ErrorPolicy
 from service.metrics import MappingMetrics, Metrics
+from service.scaling import PollerGroups
 from service.sources import Poller, SourceEntry, make_poller, source_entry
 from service.sources.kinds import SourceKind
 from service.targets import Target, make_target
@@ -55,10 +57,20 @@ class State(enum.StrEnum):
 
 class Mapping:
     def __init__(
-        self, config: MappingConfig, esmd: EsmdConfig, metrics: Metrics, worker: Worker = SOLO
+        self,
+        config: MappingConfig,
+        esmd: EsmdConfig,
+        metrics: Metrics,
+        worker: Worker = SOLO,
+        poller_groups: PollerGroups | None = None,
+        clients: SharedClients | None = None,
     ) -> None:
         self.config = config
         self.esmd = esmd
+        #: the daemon's poller groups (PollerGroupName), shared with its other mappings
+        self.poller_groups = poller_groups if poller_groups is not None else PollerGroups()
+        #: the daemon's AWS clients, shared with its other mappings
+        self.clients = clients if clients is not None else SharedClients()
         #: which worker process this is: pool bounds are split between the workers
         self.worker = worker
         self.metrics: MappingMetrics = metrics.for_mapping(config.Name, config.source_kind.value)
@@ -168,6 +180,8 @@ class Mapping:
             connected=functools.partial(self.set_reason, USER_INITIATED),
             report=self.set_reason,
             iterator_age=self.source.iterator_age,
+            poller_groups=self.poller_groups,
+            clients=self.clients,
         )
 
     @property

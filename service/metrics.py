@@ -15,7 +15,10 @@ The set, every series labelled ``mapping`` and ``source``:
 - gauges: ``esm_offset_lag`` (Kafka, ``partition`` label: sum and max are PromQL's),
   ``esm_iterator_age_milliseconds`` (Kinesis and DynamoDB Streams), ``esm_pollers``
   (``kind`` current or desired), ``esm_invoke_concurrency`` (invocations in flight),
-  ``esm_invoke_concurrency_limit`` (SQS: how many the scaler allows now), and esmd's own
+  ``esm_invoke_concurrency_limit`` (SQS: how many the scaler allows now),
+  ``esm_poller_group_pollers`` (``group`` and ``kind`` labels: a PollerGroupName's shared
+  pool; grouped mappings show no ``esm_pollers`` of their own), ``esm_poller_group_member``
+  (1 for each mapping of a group, to select a group by its mappings), and esmd's own
   ``esmd_asyncio_tasks`` (unlabelled: the process's asyncio tasks, set when /metrics is
   served; a soak run watches it for leaks);
 - histograms: ``esm_batch_size`` (``reason`` the batch closed: size, window, bytes, ...) and
@@ -112,6 +115,20 @@ class Metrics:
             "esm_state_reason",
             "1 for the mapping's current state transition reason (AWS's codes)",
             (*_LABELS, "reason"),
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.poller_group_pollers = Gauge(
+            "esm_poller_group_pollers",
+            "Pollers of a poller group (PollerGroupName), shared by its mappings",
+            ("group", "kind"),
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.poller_group_member = Gauge(
+            "esm_poller_group_member",
+            "1 while the mapping is in the poller group (joins a group to its mappings)",
+            (*_LABELS, "group"),
             registry=r,
             multiprocess_mode="livemax",
         )
@@ -216,3 +233,25 @@ class MappingMetrics:
     def concurrency_limit(self) -> Gauge:
         """Bound on first use: only sources whose scaler sets a concurrency have one (SQS)."""
         return self.metrics.invoke_concurrency_limit.labels(self.mapping, self.source)
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        return {"mapping": self.mapping}
+
+    def poller_group(self, group: str) -> Gauge:
+        return self.metrics.poller_group_member.labels(self.mapping, self.source, group)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupMetrics:
+    """The pool gauges of a poller group (its mappings keep their own counters)."""
+
+    group: str
+    metrics: Metrics
+
+    def pollers(self, kind: str) -> Gauge:
+        return self.metrics.poller_group_pollers.labels(self.group, kind)
+
+    @property
+    def log_context(self) -> dict[str, str]:
+        return {"poller_group": self.group}

@@ -11,20 +11,37 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import structlog
-
-from service.metrics import MappingMetrics
+from prometheus_client import Gauge
 
 #: makes one poller; it returns soon after its ``retire`` event is set (between two reads)
 PollerFactory = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
+_Group = TypeVar("_Group")
+
+
+class PoolGauges(Protocol):
+    """Where a pool shows its size: a mapping's esm_pollers (MappingMetrics), or a poller
+    group's esm_poller_group_pollers (GroupMetrics)."""
+
+    @property
+    def log_context(self) -> dict[str, str]: ...
+
+    def pollers(self, kind: str) -> Gauge: ...
 
 
 @dataclass(frozen=True, slots=True)
 class PoolBounds:
+    """A pool's size limits. A minimum of 0 is a worker process's share of a mapping whose
+    MinimumPollers another worker holds: it runs no poller until lag shows up."""
+
     minimum: int
     maximum: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.minimum <= self.maximum:
+            raise ValueError(f"pool bounds need 0 <= minimum <= maximum, not {self}")
 
     def clamp(self, n: int) -> int:
         return max(self.minimum, min(self.maximum, n))
@@ -35,7 +52,7 @@ class PollerPool:
         self,
         factory: PollerFactory,
         bounds: PoolBounds,
-        metrics: MappingMetrics,
+        metrics: PoolGauges,
         name: str = "poller",
     ) -> None:
         self._factory = factory
@@ -45,7 +62,7 @@ class PollerPool:
         self._tasks: list[tuple[asyncio.Task[None], asyncio.Event]] = []
         # retired pollers still finishing their work (Kafka: in-flight batches, a commit)
         self._retiring: set[asyncio.Task[None]] = set()
-        self._log = structlog.get_logger("esmd.scaling").bind(mapping=metrics.mapping)
+        self._log = structlog.get_logger("esmd.scaling").bind(**metrics.log_context)
 
     @property
     def size(self) -> int:
@@ -129,7 +146,7 @@ class LagScaler:
         self._capacity = capacity_bytes
         self._up_after = up_after
         self._cooldown = cooldown
-        self._batch = batch_size
+        self.batch_size = batch_size
         self._lag_since: float | None = None
         self._lag_at_last_step = 0
         self._calm_since: float | None = None
@@ -137,8 +154,8 @@ class LagScaler:
     def decide(self, now: float, current: int, load: Load, limit: int) -> tuple[int, str] | None:
         """A new pool size and its reason, or None to stay."""
         top = max(self.bounds.minimum, min(self.bounds.maximum, limit))
-        need = max(1, -(-int(load.bytes_per_second) // int(self._capacity)))
-        if load.lag > max(self._batch, load.records_per_second):
+        need = -(-int(load.bytes_per_second) // int(self._capacity))  # 0 when nothing flows
+        if load.lag > max(self.batch_size, load.records_per_second):
             self._calm_since = None
             if self._lag_since is None:
                 self._lag_since, self._lag_at_last_step = now, load.lag
@@ -147,7 +164,7 @@ class LagScaler:
             shrinking = load.lag < 0.8 * self._lag_at_last_step
             if lasting and not shrinking and current < top:
                 self._lag_since, self._lag_at_last_step = now, load.lag
-                wanted = min(top, max(current * 2, need))
+                wanted = min(top, max(current * 2, need, 1))
                 return wanted, f"lag {load.lag} records for {self._up_after:g}s, not draining"
             if lasting:
                 self._lag_since, self._lag_at_last_step = now, load.lag
@@ -166,3 +183,27 @@ class LagScaler:
         if current > top:
             return top, f"above the limit of {limit} (partitions)"
         return None
+
+
+class PollerGroups:
+    """The poller groups of one process (PollerGroupName), by name: the first mapping of a
+    group makes it, the last one to leave drops it. The daemon owns one and hands it to every
+    mapping; what a group is belongs to its source (service/sources/kafka_groups.py), so
+    this registry stays free of any source's imports."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, object] = {}
+
+    def get(self, name: str, make: Callable[[], _Group], kind: type[_Group]) -> _Group:
+        found = self._groups.get(name)
+        if found is None or not isinstance(found, kind):
+            made = self._groups[name] = make()
+            return made
+        return found
+
+    def drop(self, name: str, group: object) -> None:
+        if self._groups.get(name) is group:
+            del self._groups[name]
+
+    def __len__(self) -> int:
+        return len(self._groups)

@@ -10,8 +10,9 @@ The sources share work the way separate replicas would, with no protocol of our 
   partitions over every process;
 - SQS: every worker receives from the queue (competing consumers);
 - the pool bounds of a mapping (MinimumPollers, MaximumPollers, ...) are split between the
-  workers, so the whole daemon stays within them; a worker whose share is nothing leaves
-  the mapping to the others;
+  workers, so the whole daemon stays within them; a worker whose share of the maximum is
+  nothing leaves the mapping to the others; a Kafka worker whose share of the minimum is
+  nothing runs no poller until it reads lag in the consumer group;
 - streams with ``checkpoints.store: sqlite`` run in worker 0 only (one writer per file);
   with DynamoDB leases every worker takes part.
 
@@ -72,11 +73,16 @@ class Worker:
         """This worker's share of ``total`` pollers (the first workers take the remainder)."""
         return total // self.count + (1 if self.index < total % self.count else 0)
 
-    def share(self, bounds: PoolBounds) -> PoolBounds:
-        """A pool's bounds for this worker; a worker that runs the mapping at all keeps at
-        least one poller, so it can see lag and grow."""
+    def share(self, bounds: PoolBounds, *, keep_one: bool = True) -> PoolBounds:
+        """A pool's bounds for this worker: the parts add up to ``bounds`` over the workers.
+
+        ``keep_one``: a worker that runs the mapping keeps at least one poller, for sources
+        that see their backlog only through a poller (SQS). Kafka reads its lag without a
+        consumer (service/sources/kafka_lag.py), so its pools pass False and the whole
+        daemon idles at exactly MinimumPollers."""
         maximum = max(1, self.part(bounds.maximum))
-        return PoolBounds(min(maximum, max(1, self.part(bounds.minimum))), maximum)
+        minimum = self.part(bounds.minimum)
+        return PoolBounds(min(maximum, max(1, minimum) if keep_one else minimum), maximum)
 
     def runs(self, mapping: MappingConfig, config: EsmdConfig) -> bool:
         """Whether this worker takes part in the mapping at all."""

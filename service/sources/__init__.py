@@ -93,6 +93,13 @@ def _kafka_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
         yield "KafkaTls", "for self-managed Kafka only: MSK's broker string decides"
     yield from access_errors(m, msk)
     yield from schema_registry_errors(m)
+    if m.poller_group is not None and m.schema_registry is not None:
+        # a group's shared poller builds plain records; decoding there is not built yet
+        yield (
+            "ProvisionedPollerConfig.PollerGroupName",
+            "esmd does not yet decode schema-registry records in a poller group: leave out "
+            "PollerGroupName or SchemaRegistryConfig",
+        )
     dest = m.on_failure_destination or ""
     if dest.startswith("kafka://") and dest.removeprefix("kafka://") in (m.Topics or []):
         yield (
@@ -107,6 +114,8 @@ def _sqs_rules(m: MappingConfig) -> Iterator[tuple[str, str]]:
     if (m.EventSourceArn or "").endswith(".fifo") and (m.BatchSize or 0) > 10:
         yield "BatchSize", "a FIFO queue allows at most 10"
     yield from _sqs_scaling_rules(m)
+    if m.poller_group is not None:
+        yield "ProvisionedPollerConfig.PollerGroupName", "poller groups are for Kafka (AWS)"
     if m.on_failure_destination is not None:
         why = "failed messages return to the queue and its redrive policy (a DLQ) applies"
         yield (
@@ -207,7 +216,7 @@ _KAFKA_PROPERTIES = frozenset(
 _STREAM_PROPERTIES = frozenset({"ParallelizationFactor", "TumblingWindowInSeconds"})
 _KAFKA = {
     "title": "Kafka",
-    "poller": "service.sources.kafka:KafkaSource",
+    "poller": "service.sources.kafka_groups:kafka_source",
     "traits": KAFKA,
     "window_seconds": 0.5,
     "starting_positions": ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP"),

@@ -42,6 +42,7 @@ from service.invoke import Backoff
 from service.lane import Codec, Kept, Lane
 from service.scaling import LagScaler, Load, PollerPool, PoolBounds
 from service.sources.kafka_auth import PLAINTEXT, KafkaAuth, kafka_connection, probe
+from service.sources.kafka_lag import GroupLag
 from service.sources.kinds import SourceKind
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ class KafkaSource:
             bounds = PoolBounds(1, 2000)
             self._period = up_after = settings.on_demand_period_seconds
         self.scaler = LagScaler(
-            mapping.worker.share(bounds),
+            mapping.worker.share(bounds, keep_one=False),
             capacity_bytes=settings.poller_capacity_mb_per_second * 1e6,
             up_after=up_after,
             cooldown=settings.scale_down_cooldown_seconds,
@@ -186,10 +187,12 @@ class KafkaSource:
             self._member, self.scaler.bounds, self._mapping.metrics, "kafka poller"
         )
         pool.start()
+        group_lag = GroupLag(self._bootstrap, self._auth)
         try:
-            await self._scale_loop(pool)
+            await self._scale_loop(pool, group_lag)
         finally:
             await pool.retire_all()
+            await group_lag.close()
             if self._decoder is not None:
                 await self._decoder.close()
 
@@ -252,7 +255,7 @@ class KafkaSource:
         replica = settings.instance_id or os.environ.get("HOSTNAME") or socket.gethostname()
         return f"esmd-{replica}-{self._mapping.name}-w{self._mapping.worker.index}-{slot}"
 
-    async def _scale_loop(self, pool: PollerPool) -> None:
+    async def _scale_loop(self, pool: PollerPool, group_lag: GroupLag) -> None:
         """Measure the pool's load every period and let the scaler resize it."""
         last = time.monotonic()
         while not self._stopping.is_set():
@@ -260,13 +263,25 @@ class KafkaSource:
                 async with asyncio.timeout(self._period):
                     await self._stopping.wait()
             now = time.monotonic()
-            load = self._load(now - last)
+            load = await self._load(pool, group_lag, now - last)
             last = now
             decision = self.scaler.decide(now, pool.size, load, self._partition_count())
             if decision is not None:
                 pool.resize(*decision)
 
-    def _load(self, seconds: float) -> Load:
+    async def _load(self, pool: PollerPool, group_lag: GroupLag, seconds: float) -> Load:
+        """What the pollers measured; with none running (this worker's share of the
+        minimum is zero), the group's lag as the broker knows it."""
+        if pool.size == 0:
+            try:
+                cfg = self._mapping.config
+                lag = await group_lag.read([(cfg.consumer_group_id, (cfg.Topics or [""])[0])])
+            except KafkaError as exc:
+                self._log.warning("lag unreadable", error=repr(exc))
+                lag = 0
+            self._partitions = group_lag.partitions or self._partitions
+            return Load(lag, 0.0, 0.0)
+        await group_lag.close()
         lag = records = size = 0
         for member in self._members:
             lag += member.lag()
@@ -299,7 +314,8 @@ class KafkaPoller:
     """One consumer of the mapping's group; feeds one Lane per partition it is assigned."""
 
     commit_interval = 1.0
-    fetch_timeout_ms = 200
+    fetch_timeout_ms = 1000
+    fetch_max_wait_ms = 2000
 
     def __init__(
         self,
@@ -418,6 +434,7 @@ class KafkaPoller:
             auto_offset_reset="latest" if start is StartPosition.LATEST else "earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
             **static,
             **self._auth.client_kwargs(),
         )

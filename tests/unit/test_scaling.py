@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from service.metrics import Metrics
 from service.scaling import LagScaler, Load, PollerPool, PoolBounds
 
@@ -83,3 +85,22 @@ def test_throughput_sets_a_floor_and_shrinking_waits_for_the_cooldown() -> None:
     decision = s.decide(10.5, 5, quiet, limit=8)
     assert decision is not None and decision[0] == 1
     assert decision[1].startswith("no lag for 10s")
+
+
+def test_a_share_of_zero_grows_from_the_groups_lag_and_returns_to_zero() -> None:
+    """A worker process whose share of MinimumPollers is 0 runs no poller; the group's lag
+    (read without a consumer) grows it, and after the burst it gives every poller back."""
+    s = LagScaler(PoolBounds(0, 4), capacity_bytes=5e6, up_after=2.0, cooldown=5.0, batch_size=100)
+    idle = Load(lag=0, records_per_second=0, bytes_per_second=0)
+    assert s.decide(0.0, 0, idle, limit=8) is None
+    backlog = Load(lag=5_000, records_per_second=0, bytes_per_second=0)
+    assert s.decide(1.0, 0, backlog, limit=8) is None
+    assert s.decide(3.0, 0, backlog, limit=8) == (1, "lag 5000 records for 2s, not draining")
+    assert s.decide(4.0, 1, idle, limit=8) is None
+    decision = s.decide(9.5, 1, idle, limit=8)
+    assert decision is not None and decision[0] == 0
+
+
+def test_pool_bounds_refuse_a_minimum_above_the_maximum() -> None:
+    with pytest.raises(ValueError, match="minimum"):
+        PoolBounds(3, 2)

@@ -153,6 +153,14 @@ def test_a_registry_needs_provisioned_mode() -> None:
     assert registry is not None and registry.attributes == {"VALUE"}
 
 
+def test_a_poller_group_with_a_registry_is_refused_until_the_group_poller_decodes() -> None:
+    grouped = {"ProvisionedPollerConfig": {**PROVISIONED["ProvisionedPollerConfig"],
+                                           "PollerGroupName": "shop"}}  # fmt: skip
+    (found,) = problems(kafka(REGISTRY, **grouped))
+    assert found.startswith("mapping 'orders': ProvisionedPollerConfig.PollerGroupName: ")
+    assert "SchemaRegistryConfig" in found
+
+
 def test_glue_arns_pass_validation_and_bad_uris_do_not() -> None:
     glue = {**REGISTRY, "SchemaRegistryURI": "arn:aws:glue:us-east-1:123456789012:registry/shop"}
     parse_config({"mappings": [kafka(glue, **PROVISIONED)]})

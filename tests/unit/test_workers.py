@@ -16,6 +16,14 @@ def test_pool_bounds_are_split_and_every_running_worker_keeps_one_poller() -> No
     assert Worker(1, 2).share(PoolBounds(5, 100)) == PoolBounds(2, 50)
 
 
+def test_kafka_shares_add_up_to_the_mappings_minimum() -> None:
+    """Kafka reads lag without a consumer, so a worker's share of the minimum may be zero:
+    Min 1 / Max 8 over two workers idles at one poller for the whole daemon."""
+    shares = [Worker(i, 2).share(PoolBounds(1, 8), keep_one=False) for i in range(2)]
+    assert shares == [PoolBounds(1, 4), PoolBounds(0, 4)]
+    assert sum(s.minimum for s in shares) == 1
+
+
 def test_which_worker_runs_what() -> None:
     config = parse_config(
         {
