@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import gc
 import math
 import time
@@ -147,6 +148,7 @@ class DocumentDBPoller:
     """Reads one change stream into one ordered lane; see the module docstring."""
 
     max_await_ms = 500  # a getMore waits this long for changes (stop latency too)
+    chunk_floor = 1000  # a chunk of changes put into the lane: BatchSize, at least this
     idle_interval = 0.1  # at most one empty read this often (servers that do not wait)
     checkpoint_interval = 1.0  # at the latest; normally right after each settled batch
     lease_period = 5.0  # how often a standby replica asks for the stream's lease
@@ -162,6 +164,7 @@ class DocumentDBPoller:
         self._full_document = "updateLookup" if stream.FullDocument == "UpdateLookup" else None
         self.key = f"changestream:{self._database}.{self._collection or '*'}"
         self._start = cfg.StartingPosition.value if cfg.StartingPosition else "LATEST"
+        self._chunk = max(self.chunk_floor, cfg.batch_size)
         self._store = make_store(context.esmd.checkpoints, cfg.Name, context.aws_client)
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
@@ -331,8 +334,14 @@ class DocumentDBPoller:
     async def _pump(
         self, stream: AsyncChangeStream[dict[str, Any]], change: dict[str, Any] | None
     ) -> None:
-        """Read changes into the lane until stopped. Changes the driver has buffered come
-        without a wait; they go to the lane as one chunk when the next read waits."""
+        """Read changes into the lane until stopped.
+
+        The driver decodes a whole server reply at once and then hands its changes out
+        without a wait. They go to the lane a chunk (BatchSize, at least ``chunk_floor``) at
+        a time, and the lane converts and delivers each chunk (:func:`_hand_over`) before the
+        next is read, so a change's records live from its chunk's conversion to its
+        invocation rather than for the whole reply, unseen by the cyclic collector. A
+        shorter rest goes to the lane when the next read waits."""
         lane = self._lane
         assert lane is not None
         loop = asyncio.get_running_loop()
@@ -342,7 +351,9 @@ class DocumentDBPoller:
                 if not self._pending:
                     loop.call_soon(self._flush)
                 self._take(change)
-                if self._next & 1023 == 0:
+                if len(self._pending) >= self._chunk:
+                    self._flush()
+                    await _hand_over()
                     self._raise_failed()
             else:
                 self._raise_failed()
@@ -356,10 +367,8 @@ class DocumentDBPoller:
 
     def _take(self, change: dict[str, Any]) -> None:
         stamp = change.get("clusterTime")
-        seconds = float(stamp.time) if isinstance(stamp, Timestamp) else time.time()
-        token = change.get("_id")
-        # a copy: the codec rewrites the change (and its _id) into Extended JSON in place
-        self._tokens.append((dict(token) if isinstance(token, dict) else token, seconds))
+        seconds = stamp.time if isinstance(stamp, Timestamp) else time.time()
+        self._tokens.append((_kept_token(change.get("_id")), seconds))
         self._pending.append((change, self._next))
         self._next += 1
 
@@ -420,6 +429,8 @@ class DocumentDBPoller:
             return
         token, seconds = done
         self._context.metrics.iterator_age.set(max(0.0, (time.time() - seconds) * 1000))
+        if isinstance(token, str):
+            token = {"_data": token}
         position = json_util.dumps(token, json_options=_CANONICAL)
         if position == self._written:
             return
@@ -435,6 +446,31 @@ class DocumentDBPoller:
             self._stopping.set()
             return
         self._written = position
+
+
+async def _hand_over() -> None:
+    """One turn of the event loop, in which the lane converts and delivers the chunk just
+    put, with the cyclic collector paused: a chunk's records are made and freed within the
+    turn (unless the target makes the lane wait), so the collector never walks them."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        await asyncio.sleep(0)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _kept_token(token: Any) -> Any:
+    """A change's resume token as kept for its checkpoint, out of reach of the codec (which
+    rewrites the change in place) and of the handler (which gets the change): MongoDB's and
+    DocumentDB's ``{"_data": "<hex>"}`` as its string, which is immutable (no copy per
+    change); any other shape as a deep copy."""
+    if type(token) is dict and len(token) == 1:
+        data = token.get("_data")
+        if type(data) is str:
+            return data
+    return copy.deepcopy(token)
 
 
 def _shown(position: str) -> str:
