@@ -78,7 +78,7 @@ def relaxed(value: Any) -> Any:
     if kind is dict:
         return _in_place(value)
     if kind is ObjectId:
-        return {"$oid": str(value)}
+        return {"$oid": value.binary.hex()}
     if kind is Timestamp:
         return {"$timestamp": {"t": value.time, "i": value.inc}}
     if kind is list:
@@ -99,9 +99,20 @@ def relaxed(value: Any) -> Any:
 
 
 def _in_place(doc: dict[str, Any]) -> dict[str, Any]:
+    """The per-document loop of :func:`relaxed`, which every change runs through several
+    times (the change, its _id, ns, documentKey, fullDocument): the common kinds are handled
+    here without a call per value."""
     for key, value in doc.items():  # replacing values (not keys) while iterating is safe
         kind = type(value)
-        if not (kind is str or kind is int or kind is bool or value is None):
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is dict:
+            _in_place(value)  # rewritten where it is
+        elif kind is ObjectId:
+            doc[key] = {"$oid": value.binary.hex()}
+        elif kind is Timestamp:
+            doc[key] = {"$timestamp": {"t": value.time, "i": value.inc}}
+        elif kind is not float or not math.isfinite(value):
             doc[key] = relaxed(value)
     return doc
 
@@ -170,12 +181,13 @@ class DocumentDBPoller:
         self._room = asyncio.Event()
         self._progressed = asyncio.Event()
         self._lane: Lane | None = None
-        # ids (resume tokens) and cluster times of changes put, not yet checkpointed past
-        self._tokens: collections.deque[tuple[Any, float]] = collections.deque()
+        # resume tokens (see _kept_token) and cluster times of changes put, not yet
+        # checkpointed past
+        self._tokens: collections.deque[tuple[Any, Any]] = collections.deque()
         self._base = 0  # the ordinal of _tokens[0]
         self._next = 0  # the ordinal of the next change read
         self._pending: list[Raw] = []
-        self._done: tuple[Any, float] | None = None
+        self._done: tuple[Any, Any] | None = None
         self._written: str | None = None
         self._log = structlog.get_logger("esmd.documentdb").bind(mapping=cfg.Name)
 
@@ -366,9 +378,8 @@ class DocumentDBPoller:
                 await self._sleep(self.idle_interval - (loop.time() - started))
 
     def _take(self, change: dict[str, Any]) -> None:
-        stamp = change.get("clusterTime")
-        seconds = stamp.time if isinstance(stamp, Timestamp) else time.time()
-        self._tokens.append((_kept_token(change.get("_id")), seconds))
+        # the Timestamp object itself: the codec replaces it in the change, never changes it
+        self._tokens.append((_kept_token(change["_id"]), change.get("clusterTime")))
         self._pending.append((change, self._next))
         self._next += 1
 
@@ -403,7 +414,7 @@ class DocumentDBPoller:
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def _done_token(self) -> tuple[Any, float] | None:
+    def _done_token(self) -> tuple[Any, Any] | None:
         """The id and cluster time of the last change before the first one not settled."""
         lane = self._lane
         done = lane.done_upto if lane is not None else None
@@ -427,8 +438,10 @@ class DocumentDBPoller:
         done = self._done_token()
         if done is None:
             return
-        token, seconds = done
-        self._context.metrics.iterator_age.set(max(0.0, (time.time() - seconds) * 1000))
+        token, stamp = done
+        now = time.time()
+        seconds = stamp.time if isinstance(stamp, Timestamp) else now
+        self._context.metrics.iterator_age.set(max(0.0, (now - seconds) * 1000))
         if isinstance(token, str):
             token = {"_data": token}
         position = json_util.dumps(token, json_options=_CANONICAL)
