@@ -122,10 +122,15 @@ _RECORD_OVERHEAD = 11
 
 
 class ChangeCodec:
-    """Change documents -> Lambda's DocumentDB records (``{"event": ...}``) and events."""
+    """Change documents -> Lambda's DocumentDB records (``{"event": ...}``) and events.
+
+    ``tokens`` gets the resume token (:func:`_kept_token`) and cluster time of every change
+    converted, in order, taken before the conversion rewrites the change: the poller
+    checkpoints from it."""
 
     def __init__(self, arn: str) -> None:
         self._arn = arn
+        self.tokens: collections.deque[tuple[Any, Any]] = collections.deque()
         self.envelope_bytes = len(
             orjson.dumps({"eventSourceArn": arn, "events": [], "eventSource": "aws:docdb"})
         )
@@ -137,12 +142,15 @@ class ChangeCodec:
         self, raws: Sequence[Raw], filters: FilterCriteria | None
     ) -> tuple[list[Kept], list[Any], int]:
         kept: list[Kept] = []
+        tokens = self.tokens
         # the conversion makes no reference cycles: the cyclic collector, which would walk
         # the whole heap again and again as a large chunk allocates, runs once afterwards
         collecting = gc.isenabled()
         gc.disable()
         try:
             for change, ordinal in raws:
+                # the Timestamp object itself: the conversion replaces it, never changes it
+                tokens.append((_kept_token(change["_id"]), change.get("clusterTime")))
                 event = _in_place(change)
                 size = len(orjson.dumps(event)) + _RECORD_OVERHEAD
                 kept.append(({"event": event}, size, ordinal))
@@ -181,9 +189,9 @@ class DocumentDBPoller:
         self._room = asyncio.Event()
         self._progressed = asyncio.Event()
         self._lane: Lane | None = None
-        # resume tokens (see _kept_token) and cluster times of changes put, not yet
-        # checkpointed past
-        self._tokens: collections.deque[tuple[Any, Any]] = collections.deque()
+        self._codec = ChangeCodec(self._arn)
+        # the resume tokens and cluster times of the changes converted, from _base on
+        self._tokens = self._codec.tokens
         self._base = 0  # the ordinal of _tokens[0]
         self._next = 0  # the ordinal of the next change read
         self._pending: list[Raw] = []
@@ -221,7 +229,7 @@ class DocumentDBPoller:
     async def _process(self, client: AsyncMongoClient[dict[str, Any]], position: str) -> None:
         lane = self._lane = self._context.new_lane(
             self.key,
-            ChangeCodec(self._arn),
+            self._codec,
             on_backpressure=self._backpressure,
             on_settled=self._progressed.set,
         )
@@ -362,7 +370,8 @@ class DocumentDBPoller:
             if change is not None:
                 if not self._pending:
                     loop.call_soon(self._flush)
-                self._take(change)
+                self._pending.append((change, self._next))
+                self._next += 1
                 if len(self._pending) >= self._chunk:
                     self._flush()
                     await _hand_over()
@@ -376,12 +385,6 @@ class DocumentDBPoller:
             change = await stream.try_next()
             if change is None:
                 await self._sleep(self.idle_interval - (loop.time() - started))
-
-    def _take(self, change: dict[str, Any]) -> None:
-        # the Timestamp object itself: the codec replaces it in the change, never changes it
-        self._tokens.append((_kept_token(change["_id"]), change.get("clusterTime")))
-        self._pending.append((change, self._next))
-        self._next += 1
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -419,7 +422,7 @@ class DocumentDBPoller:
         lane = self._lane
         done = lane.done_upto if lane is not None else None
         if done is not None:
-            while self._base < done:
+            while self._base < done and self._tokens:  # converted before they settle
                 self._done = self._tokens.popleft()
                 self._base += 1
         return self._done
