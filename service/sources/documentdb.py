@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import copy
 import gc
 import math
 import time
@@ -77,7 +78,7 @@ def relaxed(value: Any) -> Any:
     if kind is dict:
         return _in_place(value)
     if kind is ObjectId:
-        return {"$oid": str(value)}
+        return {"$oid": value.binary.hex()}
     if kind is Timestamp:
         return {"$timestamp": {"t": value.time, "i": value.inc}}
     if kind is list:
@@ -98,9 +99,20 @@ def relaxed(value: Any) -> Any:
 
 
 def _in_place(doc: dict[str, Any]) -> dict[str, Any]:
+    """The per-document loop of :func:`relaxed`, which every change runs through several
+    times (the change, its _id, ns, documentKey, fullDocument): the common kinds are handled
+    here without a call per value."""
     for key, value in doc.items():  # replacing values (not keys) while iterating is safe
         kind = type(value)
-        if not (kind is str or kind is int or kind is bool or value is None):
+        if kind is str or kind is int or kind is bool or value is None:
+            continue
+        if kind is dict:
+            _in_place(value)  # rewritten where it is
+        elif kind is ObjectId:
+            doc[key] = {"$oid": value.binary.hex()}
+        elif kind is Timestamp:
+            doc[key] = {"$timestamp": {"t": value.time, "i": value.inc}}
+        elif kind is not float or not math.isfinite(value):
             doc[key] = relaxed(value)
     return doc
 
@@ -110,10 +122,15 @@ _RECORD_OVERHEAD = 11
 
 
 class ChangeCodec:
-    """Change documents -> Lambda's DocumentDB records (``{"event": ...}``) and events."""
+    """Change documents -> Lambda's DocumentDB records (``{"event": ...}``) and events.
+
+    ``tokens`` gets the resume token (:func:`_kept_token`) and cluster time of every change
+    converted, in order, taken before the conversion rewrites the change: the poller
+    checkpoints from it."""
 
     def __init__(self, arn: str) -> None:
         self._arn = arn
+        self.tokens: collections.deque[tuple[Any, Any]] = collections.deque()
         self.envelope_bytes = len(
             orjson.dumps({"eventSourceArn": arn, "events": [], "eventSource": "aws:docdb"})
         )
@@ -125,12 +142,15 @@ class ChangeCodec:
         self, raws: Sequence[Raw], filters: FilterCriteria | None
     ) -> tuple[list[Kept], list[Any], int]:
         kept: list[Kept] = []
+        tokens = self.tokens
         # the conversion makes no reference cycles: the cyclic collector, which would walk
         # the whole heap again and again as a large chunk allocates, runs once afterwards
         collecting = gc.isenabled()
         gc.disable()
         try:
             for change, ordinal in raws:
+                # the Timestamp object itself: the conversion replaces it, never changes it
+                tokens.append((_kept_token(change["_id"]), change.get("clusterTime")))
                 event = _in_place(change)
                 size = len(orjson.dumps(event)) + _RECORD_OVERHEAD
                 kept.append(({"event": event}, size, ordinal))
@@ -147,6 +167,7 @@ class DocumentDBPoller:
     """Reads one change stream into one ordered lane; see the module docstring."""
 
     max_await_ms = 500  # a getMore waits this long for changes (stop latency too)
+    chunk_floor = 1000  # a chunk of changes put into the lane: BatchSize, at least this
     idle_interval = 0.1  # at most one empty read this often (servers that do not wait)
     checkpoint_interval = 1.0  # at the latest; normally right after each settled batch
     lease_period = 5.0  # how often a standby replica asks for the stream's lease
@@ -162,17 +183,19 @@ class DocumentDBPoller:
         self._full_document = "updateLookup" if stream.FullDocument == "UpdateLookup" else None
         self.key = f"changestream:{self._database}.{self._collection or '*'}"
         self._start = cfg.StartingPosition.value if cfg.StartingPosition else "LATEST"
+        self._chunk = max(self.chunk_floor, cfg.batch_size)
         self._store = make_store(context.esmd.checkpoints, cfg.Name, context.aws_client)
         self._stopping = asyncio.Event()
         self._room = asyncio.Event()
         self._progressed = asyncio.Event()
         self._lane: Lane | None = None
-        # ids (resume tokens) and cluster times of changes put, not yet checkpointed past
-        self._tokens: collections.deque[tuple[Any, float]] = collections.deque()
+        self._codec = ChangeCodec(self._arn)
+        # the resume tokens and cluster times of the changes converted, from _base on
+        self._tokens = self._codec.tokens
         self._base = 0  # the ordinal of _tokens[0]
         self._next = 0  # the ordinal of the next change read
         self._pending: list[Raw] = []
-        self._done: tuple[Any, float] | None = None
+        self._done: tuple[Any, Any] | None = None
         self._written: str | None = None
         self._log = structlog.get_logger("esmd.documentdb").bind(mapping=cfg.Name)
 
@@ -206,7 +229,7 @@ class DocumentDBPoller:
     async def _process(self, client: AsyncMongoClient[dict[str, Any]], position: str) -> None:
         lane = self._lane = self._context.new_lane(
             self.key,
-            ChangeCodec(self._arn),
+            self._codec,
             on_backpressure=self._backpressure,
             on_settled=self._progressed.set,
         )
@@ -331,8 +354,14 @@ class DocumentDBPoller:
     async def _pump(
         self, stream: AsyncChangeStream[dict[str, Any]], change: dict[str, Any] | None
     ) -> None:
-        """Read changes into the lane until stopped. Changes the driver has buffered come
-        without a wait; they go to the lane as one chunk when the next read waits."""
+        """Read changes into the lane until stopped.
+
+        The driver decodes a whole server reply at once and then hands its changes out
+        without a wait. They go to the lane a chunk (BatchSize, at least ``chunk_floor``) at
+        a time, and the lane converts and delivers each chunk (:func:`_hand_over`) before the
+        next is read, so a change's records live from its chunk's conversion to its
+        invocation rather than for the whole reply, unseen by the cyclic collector. A
+        shorter rest goes to the lane when the next read waits."""
         lane = self._lane
         assert lane is not None
         loop = asyncio.get_running_loop()
@@ -341,8 +370,11 @@ class DocumentDBPoller:
             if change is not None:
                 if not self._pending:
                     loop.call_soon(self._flush)
-                self._take(change)
-                if self._next & 1023 == 0:
+                self._pending.append((change, self._next))
+                self._next += 1
+                if len(self._pending) >= self._chunk:
+                    self._flush()
+                    await _hand_over()
                     self._raise_failed()
             else:
                 self._raise_failed()
@@ -353,15 +385,6 @@ class DocumentDBPoller:
             change = await stream.try_next()
             if change is None:
                 await self._sleep(self.idle_interval - (loop.time() - started))
-
-    def _take(self, change: dict[str, Any]) -> None:
-        stamp = change.get("clusterTime")
-        seconds = float(stamp.time) if isinstance(stamp, Timestamp) else time.time()
-        token = change.get("_id")
-        # a copy: the codec rewrites the change (and its _id) into Extended JSON in place
-        self._tokens.append((dict(token) if isinstance(token, dict) else token, seconds))
-        self._pending.append((change, self._next))
-        self._next += 1
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -394,12 +417,12 @@ class DocumentDBPoller:
 
     # --- checkpoints ----------------------------------------------------------------------
 
-    def _done_token(self) -> tuple[Any, float] | None:
+    def _done_token(self) -> tuple[Any, Any] | None:
         """The id and cluster time of the last change before the first one not settled."""
         lane = self._lane
         done = lane.done_upto if lane is not None else None
         if done is not None:
-            while self._base < done:
+            while self._base < done and self._tokens:  # converted before they settle
                 self._done = self._tokens.popleft()
                 self._base += 1
         return self._done
@@ -418,8 +441,12 @@ class DocumentDBPoller:
         done = self._done_token()
         if done is None:
             return
-        token, seconds = done
-        self._context.metrics.iterator_age.set(max(0.0, (time.time() - seconds) * 1000))
+        token, stamp = done
+        now = time.time()
+        seconds = stamp.time if isinstance(stamp, Timestamp) else now
+        self._context.metrics.iterator_age.set(max(0.0, (now - seconds) * 1000))
+        if isinstance(token, str):
+            token = {"_data": token}
         position = json_util.dumps(token, json_options=_CANONICAL)
         if position == self._written:
             return
@@ -435,6 +462,31 @@ class DocumentDBPoller:
             self._stopping.set()
             return
         self._written = position
+
+
+async def _hand_over() -> None:
+    """One turn of the event loop, in which the lane converts and delivers the chunk just
+    put, with the cyclic collector paused: a chunk's records are made and freed within the
+    turn (unless the target makes the lane wait), so the collector never walks them."""
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        await asyncio.sleep(0)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _kept_token(token: Any) -> Any:
+    """A change's resume token as kept for its checkpoint, out of reach of the codec (which
+    rewrites the change in place) and of the handler (which gets the change): MongoDB's and
+    DocumentDB's ``{"_data": "<hex>"}`` as its string, which is immutable (no copy per
+    change); any other shape as a deep copy."""
+    if type(token) is dict and len(token) == 1:
+        data = token.get("_data")
+        if type(data) is str:
+            return data
+    return copy.deepcopy(token)
 
 
 def _shown(position: str) -> str:

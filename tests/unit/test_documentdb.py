@@ -132,6 +132,20 @@ def test_update_and_delete_events_pass_through_what_the_cluster_sends() -> None:
     assert "fullDocument" not in events[1]
 
 
+def test_the_codec_keeps_each_changes_resume_token_out_of_the_handlers_reach() -> None:
+    """The checkpoint's token is taken before the conversion, and as a value that neither
+    the conversion nor a handler changing its event can alter."""
+    codec = ChangeCodec(ARN)
+    binary = change(_id={"_data": Binary(b"\x01\x02")})  # an old server's token
+    kept, _, _ = codec.decode([(change(), 0), (binary, 1)], None)
+    kept[0][0]["event"]["_id"]["_data"] = "changed by a handler"
+    assert list(codec.tokens) == [
+        ("0163eeb6e7000000090100000009000041e1", Timestamp(1676588775, 9)),
+        ({"_data": Binary(b"\x01\x02")}, Timestamp(1676588775, 9)),
+    ]
+    assert kept[1][0]["event"]["_id"] == {"_data": {"$binary": {"base64": "AQI=", "subType": "00"}}}
+
+
 # --- config ---------------------------------------------------------------------------------
 
 
