@@ -21,6 +21,7 @@ import contextlib
 import json
 import math
 import re
+import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ import aiohttp
 import pytest
 import yaml
 from aiobotocore.session import get_session
+from aiokafka import AIOKafkaProducer
 
 from service.config import parse_config
 from service.daemon import Daemon, unsupported
@@ -222,7 +224,16 @@ def sample(daemon: Daemon, name: str, mapping: str, source: str) -> float:
     )
 
 
+@pytest.fixture
+def refusing_registry() -> Iterator[str]:
+    """A registry URL whose port is bound but never listens: every connection is refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
 async def test_every_dashboard_query_returns_data(
+    refusing_registry: str,
     kafka_bootstrap: str,
     elasticmq_endpoint: str,
     moto_endpoint: str,
@@ -237,8 +248,11 @@ async def test_every_dashboard_query_returns_data(
         "broken": f"dash-broken-{unique}",  # its queue does not exist: esm_errors_total
         "kinesis": f"dash-kinesis-{unique}",
         "grouped": f"dash-grouped-{unique}",  # in a poller group: pollers per group
+        "schema": f"dash-schema-{unique}",  # its schema registry refuses: schema_registry errors
     }
     await create_topic(kafka_bootstrap, topic, PARTITIONS)
+    framed_topic = f"dash-framed-{unique}"
+    await create_topic(kafka_bootstrap, framed_topic, 1)
     async with aws("sqs", elasticmq_endpoint) as sqs:
         queue_url = (await sqs.create_queue(QueueName=names["sqs"]))["QueueUrl"]
         await sqs.create_queue(QueueName=f"{names['kafka_dest']}-failures")
@@ -285,12 +299,25 @@ async def test_every_dashboard_query_returns_data(
                 FunctionName="kafka",
                 ProvisionedPollerConfig={"PollerGroupName": f"dash-{unique}"},
             ),
+            kafka_mapping(
+                names["schema"],
+                kafka_bootstrap,
+                framed_topic,
+                names["schema"],
+                FunctionName="kafka",
+                ProvisionedPollerConfig={"MinimumPollers": 1, "MaximumPollers": 1},
+            ),
             {
                 "Name": names["broken"],
                 "EventSourceArn": f"arn:aws:sqs:us-east-1:{ACCOUNT}:{names['broken']}",
                 "FunctionName": "sqs",
             },
         ]
+        mappings[4]["SelfManagedKafkaEventSourceConfig"]["SchemaRegistryConfig"] = {
+            "SchemaRegistryURI": refusing_registry,
+            "EventRecordFormat": "JSON",
+            "SchemaValidationConfigs": [{"Attribute": "VALUE"}],
+        }
         stream_arn = await kinesis_stream(moto_endpoint, names["kinesis"])
         if stream_arn is not None:
             mappings.append(
@@ -346,6 +373,9 @@ async def test_every_dashboard_query_returns_data(
                         kafka_bootstrap, topic, [(i % PARTITIONS, v) for i, v in enumerate(values)]
                     )
                     if wave == 0:
+                        # Confluent's framing (magic byte 0, schema id 7): decoding it needs
+                        # the registry, which refuses
+                        await produce_raw(kafka_bootstrap, framed_topic, b"\x00\x00\x00\x00\x07{}")
                         await send_sqs(sqs, queue_url, records(0, SQS_MESSAGES, SQS_FAIL_EVERY))
                         if stream_arn is not None:
                             await put_kinesis(moto_endpoint, names["kinesis"], records(0, 500))
@@ -395,6 +425,15 @@ async def test_every_dashboard_query_returns_data(
                     raise AssertionError(
                         "dashboard queries without data:\n" + "\n".join(missing) + hint
                     ) from exc
+
+
+async def produce_raw(bootstrap: str, topic: str, value: bytes) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait(topic, value, partition=0)
+    finally:
+        await producer.stop()
 
 
 def unexercised(expr: str) -> str | None:
