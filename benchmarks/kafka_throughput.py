@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -31,6 +33,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.cli import run_async
 from service.config import parse_config
 from service.daemon import Daemon
+from service.gctune import tune_for_throughput
 from service.logs import configure_logging
 from service.workers import usable_cores
 
@@ -185,7 +189,25 @@ def esmd_workers_run(
         os.unlink(f.name)
 
 
+@contextlib.contextmanager
+def esmd_gc() -> Iterator[None]:
+    """The collector settings `esmd run` applies (service.gctune), for the in-process run
+    only: the raw consumer keeps CPython's defaults, as a plain aiokafka program has them."""
+    default = gc.get_threshold()
+    tune_for_throughput()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*default)
+
+
 async def esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
+    with esmd_gc():
+        return await _esmd_run(bootstrap, topic, n, batch_size)
+
+
+async def _esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
     config = parse_config(mapping_config(bootstrap, topic, batch_size, "127.0.0.1:0"), "bench")
     import benchmarks.kafka_throughput as handler_module  # where the target counts
 
