@@ -19,11 +19,13 @@ shows medians and the ratio.
 Benthos is built on first use (benchmarks/benthos_build.py, about two minutes).
 
     python benchmarks/peer_benthos.py --records 200000
+    python benchmarks/peer_benthos.py --baseline /tmp/esmd-before   # an older checkout beside
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import socket
 import statistics
@@ -33,7 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -154,10 +156,12 @@ def middle_rate(log: list[list[float]], expected: int) -> float:
     return (c90 - c10) / max(t90 - t10, 1e-6)
 
 
-def run_esmd(args: argparse.Namespace, topic: str, sink: str, kept: int) -> float:
+def run_esmd(
+    args: argparse.Namespace, topic: str, sink: str, kept: int, checkout: Path = ROOT
+) -> float:
     argv = [sys.executable, "-m", "service", "run", "--log-level", "WARNING", "-c"]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    with running(argv, esmd_config(args, topic, sink), cwd=ROOT, env=env):
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    with running(argv, esmd_config(args, topic, sink), cwd=checkout, env=env):
         return middle_rate(wait_for(sink, kept, args.timeout), kept)
 
 
@@ -184,6 +188,20 @@ def counting_sink() -> Iterator[str]:
         proc.wait(timeout=30)
 
 
+def contenders(args: argparse.Namespace) -> dict[str, Callable[[str, str, int], float]]:
+    """Each contender's name and how to run it once: (topic, sink URL, kept) -> records/s."""
+    workers = f"{args.workers} worker process{'es' if args.workers > 1 else ''}"
+    runs: dict[str, Callable[[str, str, int], float]] = {
+        f"esmd, {workers}": functools.partial(run_esmd, args)
+    }
+    if args.baseline is not None:
+        runs[f"esmd at {args.baseline.name}"] = functools.partial(
+            run_esmd, args, checkout=args.baseline
+        )
+    runs[f"Benthos {VERSION}"] = functools.partial(run_benthos, args)
+    return runs
+
+
 def main(args: argparse.Namespace) -> None:
     benthos_binary()  # built before anything is timed
     topic = f"peer-{uuid.uuid4().hex[:8]}"
@@ -192,24 +210,22 @@ def main(args: argparse.Namespace) -> None:
     total = run_async(prepare(args.bootstrap, topic, n, args.size, args.partitions))
     kept = sum(1 for i in range(n) if kept_by_filter(i))
     per_topic_record = n / kept  # topic records behind each record at the sink
-    runs: dict[str, list[float]] = {"esmd": [], "benthos": []}
+    runs = contenders(args)
+    rates: dict[str, list[float]] = {name: [] for name in runs}
     with counting_sink() as base:
-        for i in range(args.repeat):
-            runs["esmd"].append(run_esmd(args, topic, f"{base}/esmd-{i}", kept) * per_topic_record)
-            runs["benthos"].append(
-                run_benthos(args, topic, f"{base}/benthos-{i}", kept) * per_topic_record
-            )
-    mb_per_record = total / n / 1e6
+        for i in range(args.repeat):  # alternating, so all see the same machine load
+            for j, (name, run) in enumerate(runs.items()):
+                rates[name].append(run(topic, f"{base}/{j}-{i}", kept) * per_topic_record)
     print(f"load: {os.getloadavg()[0]:.2f} (1 min) on {os.cpu_count()} cores")
-    for name, rates in runs.items():
-        print(f"runs, {name} (topic records/s): {[round(r) for r in rates]}")
-    esmd, benthos = statistics.median(runs["esmd"]), statistics.median(runs["benthos"])
-    label = f"esmd, {args.workers} worker process{'es' if args.workers > 1 else ''}"
+    for name, found in rates.items():
+        print(f"runs, {name} (topic records/s): {[round(r) for r in found]}")
+    medians = {name: statistics.median(found) for name, found in rates.items()}
+    benthos = medians[f"Benthos {VERSION}"]
+    mb_per_record = total / n / 1e6
     print()
-    print(f"{'':32}{'records/s':>11}{'MB/s':>8}")
-    for name, rate in ((label, esmd), (f"Benthos {VERSION}", benthos)):
-        print(f"{name:32}{rate:11.0f}{rate * mb_per_record:8.1f}")
-    print(f"esmd / Benthos: {esmd / benthos:.2f}x")
+    print(f"{'':32}{'records/s':>11}{'MB/s':>8}{'x Benthos':>11}")
+    for name, rate in medians.items():
+        print(f"{name:32}{rate:11.0f}{rate * mb_per_record:8.1f}{rate / benthos:11.2f}")
     print(f"(batch size {args.batch_size}, {kept} of {n} records kept by the filter)")
 
 
@@ -223,6 +239,11 @@ def cli() -> None:
     p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--workers", type=int, default=1, help="esmd's server.workers")
     p.add_argument("--timeout", type=float, default=600, help="seconds per run, at most")
+    p.add_argument(
+        "--baseline",
+        type=Path,
+        help="another esmd checkout to run beside this one (a before/after comparison)",
+    )
     main(p.parse_args())
 
 
