@@ -182,7 +182,7 @@ def esmd_workers_run(
         samples: list[tuple[float, float]] = []
         while (seen := scrape(port)).get("esm_invoked_events_total", 0) < n:
             samples.append((time.perf_counter(), seen.get("esm_invoked_events_total", 0)))
-            time.sleep(0.02)
+            time.sleep(0.1)  # a scrape costs the daemon: not too often
         samples.append((time.perf_counter(), n))
         return n / middle_rate(samples, n), seen.get("esm_pollers", 0)
     finally:
