@@ -5,11 +5,13 @@ same run and on the same topic:
   1. raw: an aiokafka consumer reading every record (no processing): the ceiling;
   2. esmd: one daemon, one mapping with a filter, an in-process python target, committing
      offsets, from its first record to the last record delivered;
-  3. esmd, all workers: `esmd run` as a separate process with server.workers = the usable
-     cores (their pollers share the partitions in one consumer group), timed from its first
-     polled record to the last invoked one as its merged /metrics page reports them.
-Prints MB/s and events/s for each, the ratio to raw, and MB/s per poller next to the 5 MB/s
-at which AWS counts a poller. `--profile` adds a cProfile of the esmd
+  3. `esmd run` as a separate process, with server.workers = 1 and then = the usable
+     cores (their pollers share the partitions in one consumer group), its rate between 10%
+     and 90% of the records invoked, as its merged /metrics page reports them (so its start
+     and most of the group's first rebalance, as the second worker joins, fall outside).
+Prints MB/s and events/s for each, the ratio to raw, MB/s per poller next to the 5 MB/s at
+which AWS counts a poller, and the cores the local broker used meanwhile (it shares the
+machine: what it takes, the workers cannot have). `--profile` adds a cProfile of the esmd
 run (the hot path: poll, filter, batch, invoke, commit).
 
     python benchmarks/kafka_throughput.py --records 200000
@@ -19,7 +21,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
+import gc
 import io
 import os
 import pstats
@@ -31,6 +35,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +49,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.cli import run_async
 from service.config import parse_config
 from service.daemon import Daemon
+from service.devtools.servers import STATE
+from service.gctune import tune_for_throughput
 from service.logs import configure_logging
 from service.workers import usable_cores
 
@@ -172,20 +179,56 @@ def esmd_workers_run(
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(argv, cwd=ROOT, env=env)
     try:
-        while scrape(port).get("esm_polled_events_total", 0) == 0:
-            time.sleep(0.005)
-        started = time.perf_counter()
+        samples: list[tuple[float, float]] = []
         while (seen := scrape(port)).get("esm_invoked_events_total", 0) < n:
-            time.sleep(0.02)
-        elapsed = time.perf_counter() - started
-        return elapsed, seen.get("esm_pollers", 0)
+            samples.append((time.perf_counter(), seen.get("esm_invoked_events_total", 0)))
+            time.sleep(0.1)  # a scrape costs the daemon: not too often
+        samples.append((time.perf_counter(), n))
+        return n / middle_rate(samples, n), seen.get("esm_pollers", 0)
     finally:
         proc.terminate()
         proc.wait(timeout=60)
         os.unlink(f.name)
 
 
+def middle_rate(samples: list[tuple[float, float]], n: int) -> float:
+    """Records/s between 10% and 90% of ``n`` in (time, count) samples: the workers' start
+    and the consumer group's first rebalance (the second worker joining) mostly fall before."""
+    t10, c10 = next((t, c) for t, c in samples if c >= 0.1 * n)
+    t90, c90 = next((t, c) for t, c in samples if c >= 0.9 * n)
+    return (c90 - c10) / max(t90 - t10, 1e-6)
+
+
+def broker_cpu_seconds() -> float | None:
+    """CPU seconds the local broker (scripts/services.py's kafka) has used; None when it is
+    not ours to read."""
+    try:
+        pid = int((STATE / "kafka" / "pid").read_text())
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, ValueError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def esmd_gc() -> Iterator[None]:
+    """The collector settings `esmd run` applies (service.gctune), for the in-process run
+    only: the raw consumer keeps CPython's defaults, as a plain aiokafka program has them."""
+    default = gc.get_threshold()
+    tune_for_throughput()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*default)
+
+
 async def esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
+    with esmd_gc():
+        return await _esmd_run(bootstrap, topic, n, batch_size)
+
+
+async def _esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
     config = parse_config(mapping_config(bootstrap, topic, batch_size, "127.0.0.1:0"), "bench")
     import benchmarks.kafka_throughput as handler_module  # where the target counts
 
@@ -214,43 +257,65 @@ async def main(args: argparse.Namespace) -> None:
     total = await prepare(args.bootstrap, topic, args.records, args.size, args.partitions)
     mb = total / 1e6
     profiler = cProfile.Profile() if args.profile else None
-    raw_runs, esmd_runs, worker_runs = [], [], []
+    names = ("raw", "esmd", "one worker", "workers")
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    broker: dict[str, list[float]] = {name: [] for name in names}
     workers = args.workers or usable_cores()
     pollers = 0.0
+
+    async def timed(name: str, run: Awaitable[float]) -> None:
+        """One run's seconds, and the broker's cores over the whole call."""
+        cpu, wall = broker_cpu_seconds(), time.perf_counter()
+        runs[name].append(await run)
+        after = broker_cpu_seconds()
+        if cpu is not None and after is not None:
+            broker[name].append((after - cpu) / (time.perf_counter() - wall))
+
+    async def in_workers(count: int) -> float:
+        nonlocal pollers
+        seconds, found = await asyncio.to_thread(
+            esmd_workers_run, args.bootstrap, topic, args.records, args.batch_size, count
+        )
+        if count == workers:
+            pollers = found
+        return seconds
+
     for _ in range(args.repeat):  # interleaved, so all see the same machine load
-        raw_runs.append(await raw_consume(args.bootstrap, topic, args.records, args.partitions))
+        await timed("raw", raw_consume(args.bootstrap, topic, args.records, args.partitions))
         if profiler:
             profiler.enable()
-        esmd_runs.append(await esmd_run(args.bootstrap, topic, args.records, args.batch_size))
+        await timed("esmd", esmd_run(args.bootstrap, topic, args.records, args.batch_size))
         if profiler:
             profiler.disable()
-        seconds, pollers = await asyncio.to_thread(
-            esmd_workers_run, args.bootstrap, topic, args.records, args.batch_size, workers
-        )
-        worker_runs.append(seconds)
-    raw_s, esmd_s = statistics.median(raw_runs), statistics.median(esmd_runs)
-    workers_s = statistics.median(worker_runs)
+        await timed("one worker", in_workers(1))
+        await timed("workers", in_workers(workers))
+    raw_s = statistics.median(runs["raw"])
     print(
-        f"runs (s): raw {[round(r, 2) for r in raw_runs]}, "
-        f"esmd {[round(r, 2) for r in esmd_runs]}, "
-        f"esmd x{workers} workers {[round(r, 2) for r in worker_runs]}; medians below"
+        f"runs (s): raw {[round(r, 2) for r in runs['raw']]}, "
+        f"esmd {[round(r, 2) for r in runs['esmd']]}, "
+        f"esmd run x1 {[round(r, 2) for r in runs['one worker']]}, "
+        f"esmd run x{workers} {[round(r, 2) for r in runs['workers']]}; medians below; "
+        f"load {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores"
     )
     print()
     n = args.records
     print(
         f"{'':30}{'MB/s':>8}{'events/s':>11}{'seconds':>9}{'x raw':>7}"
-        f"{'pollers':>9}{'MB/s/poller':>13}"
+        f"{'pollers':>9}{'MB/s/poller':>13}{'broker cores':>14}"
     )
     rows = [
-        ("raw aiokafka consume", raw_s, 1.0),
-        ("esmd, one process", esmd_s, 1.0),
-        (f"esmd, {workers} worker processes", workers_s, pollers),
+        ("raw aiokafka consume", "raw", 1.0),
+        ("esmd, one process", "esmd", 1.0),
+        ("esmd run, 1 worker process", "one worker", 1.0),
+        (f"esmd run, {workers} worker processes", "workers", pollers),
     ]
-    for label, secs, count in rows:
+    for label, name, count in rows:
+        secs = statistics.median(runs[name])
         per = mb / secs / count if count else 0.0
+        cores = f"{statistics.median(broker[name]):14.2f}" if broker[name] else f"{'?':>14}"
         print(
             f"{label:30}{mb / secs:8.1f}{n / secs:11.0f}{secs:9.2f}{raw_s / secs:7.2f}"
-            f"{count:9.0f}{per:13.1f}"
+            f"{count:9.0f}{per:13.1f}{cores}"
         )
     print(
         f"AWS counts a poller at {AWS_POLLER_MB_S:g} MB/s; target: >= 100 MB/s end to end "

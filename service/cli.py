@@ -92,9 +92,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         structlog.contextvars.bind_contextvars(worker=worker.index)
 
+    from service.gctune import tune_for_throughput
+
     async def main() -> None:
         await Daemon(config, worker=worker).run()
 
+    tune_for_throughput()
     run_async(main())
     return 0
 

@@ -20,7 +20,6 @@ only records delivered, filtered out or given up on are ever committed.
 from __future__ import annotations
 
 import asyncio
-import binascii
 import contextlib
 import functools
 import os
@@ -30,6 +29,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pybase64
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -53,7 +53,8 @@ if TYPE_CHECKING:
 _TIMESTAMP_TYPES = ("CREATE_TIME", "LOG_APPEND_TIME")
 #: bytes of a record's JSON besides key, value and headers (field names, numbers, quotes)
 _RECORD_OVERHEAD = 160
-_b64 = binascii.b2a_base64
+#: base64 straight to str, SIMD-accelerated: 5x binascii's speed on a 1 KB value
+_b64 = pybase64.b64encode_as_string
 
 
 def _signed(data: bytes) -> list[int]:
@@ -63,7 +64,8 @@ def _signed(data: bytes) -> list[int]:
 
 def lambda_record(raw: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], int]:
     """An aiokafka record as Lambda delivers it (key, value base64; headers as signed
-    bytes), with its size in the event's JSON."""
+    bytes), with its size in the event's JSON. Called once per record kept: no work here
+    that a record without key or headers does not need."""
     record: dict[str, Any] = {
         "topic": raw.topic,
         "partition": raw.partition,
@@ -72,17 +74,16 @@ def lambda_record(raw: ConsumerRecord[bytes, bytes]) -> tuple[dict[str, Any], in
         "timestampType": _TIMESTAMP_TYPES[raw.timestamp_type],
     }
     size = _RECORD_OVERHEAD + len(raw.topic)
-    if raw.key is not None:
-        record["key"] = key = _b64(raw.key, newline=False).decode()
-        size += len(key)
-    if raw.value is not None:
-        record["value"] = value = _b64(raw.value, newline=False).decode()
-        size += len(value)
-    headers = []
-    for name, data in raw.headers:
-        headers.append({name: _signed(data)})
-        size += len(name) + 8 + 5 * len(data)
-    record["headers"] = headers
+    key, value, headers = raw.key, raw.value, raw.headers
+    if key is not None:
+        record["key"] = encoded = _b64(key)
+        size += len(encoded)
+    if value is not None:
+        record["value"] = encoded = _b64(value)
+        size += len(encoded)
+    record["headers"] = [{name: _signed(data)} for name, data in headers] if headers else []
+    if headers:
+        size += sum(len(name) + 8 + 5 * len(data) for name, data in headers)
     return record, size
 
 
@@ -112,24 +113,54 @@ class KafkaCodec:
     def decode(
         self, raws: Sequence[ConsumerRecord[bytes, bytes]], filters: FilterCriteria | None
     ) -> tuple[list[Kept], list[Any], int]:
-        kept: list[Kept] = []
-        to_record = lambda_record
         if filters is None:
-            kept = [(*to_record(raw), raw.offset) for raw in raws]
-            return kept, [], raws[-1].offset + 1
-        match = filters.matcher
-        value_only = filters.keys == {"value"}  # the usual case: no metadata view needed
-        filtered: list[Any] = []
+            return self._convert(raws), [], raws[-1].offset + 1
+        if filters.keys == {"value"}:  # the usual case: the view is the parsed value alone
+            kept, filtered = self._filter_values(raws, filters)
+        else:
+            kept, filtered = self._filter_records(raws, filters)
+        return kept, filtered, raws[-1].offset + 1
+
+    @staticmethod
+    def _convert(raws: Sequence[ConsumerRecord[bytes, bytes]]) -> list[Kept]:
+        kept: list[Kept] = []
+        append, to_record = kept.append, lambda_record
         for raw in raws:
-            if value_only:
-                view = {"value": parse_payload(raw.value)}
-            else:
-                view = {**to_record(raw)[0], "value": parse_payload(raw.value)}
-            if match(view):
-                kept.append((*to_record(raw), raw.offset))
+            record, size = to_record(raw)
+            append((record, size, raw.offset))
+        return kept
+
+    @staticmethod
+    def _filter_values(
+        raws: Sequence[ConsumerRecord[bytes, bytes]], filters: FilterCriteria
+    ) -> tuple[list[Kept], list[Any]]:
+        """Patterns on ``value`` only: decide on the parsed value before converting."""
+        kept: list[Kept] = []
+        filtered: list[Any] = []
+        match, parse, to_record = filters.matcher, parse_payload, lambda_record
+        for raw in raws:
+            if match({"value": parse(raw.value)}):
+                record, size = to_record(raw)
+                kept.append((record, size, raw.offset))
             else:
                 filtered.append(raw)
-        return kept, filtered, raws[-1].offset + 1
+        return kept, filtered
+
+    @staticmethod
+    def _filter_records(
+        raws: Sequence[ConsumerRecord[bytes, bytes]], filters: FilterCriteria
+    ) -> tuple[list[Kept], list[Any]]:
+        """Patterns on metadata too: the view is the whole record with ``value`` parsed."""
+        kept: list[Kept] = []
+        filtered: list[Any] = []
+        match, to_record = filters.matcher, lambda_record
+        for raw in raws:
+            record, size = to_record(raw)
+            if match({**record, "value": parse_payload(raw.value)}):
+                kept.append((record, size, raw.offset))
+            else:
+                filtered.append(raw)
+        return kept, filtered
 
     def make_event(self, records: list[dict[str, Any]]) -> dict[str, Any]:
         return {**self._envelope, "records": {self._key: records}}
