@@ -73,6 +73,8 @@ def test_no_secret_in_logs_mappings_or_metrics_and_the_token_is_enforced(
             f"g-{name}-{unique}",
             FunctionName="records",
             SourceAccessConfigurations=[{"Type": t, "URI": u} for t, u in access],
+            # a poller in each worker, so both workers' logs carry the credentials' paths
+            ProvisionedPollerConfig={"MinimumPollers": 2, "MaximumPollers": 2},
         )
         if listener == "SASL_PLAINTEXT":
             made["KafkaTls"] = False
