@@ -16,6 +16,7 @@ from service.filters import complexity
 from service.filters.core import MISSING, InvalidPatternError, Predicate, RawPayload
 from service.filters.fast import fast_matcher
 from service.filters.grammar import MAX_PATTERN_CHARS, SubRule, compile_pattern
+from service.filters.screen import Screen, payload_screen
 from service.filters.views import (
     dynamodb_filter_view,
     kafka_filter_view,
@@ -32,7 +33,7 @@ MAX_FILTERS: Final = 5
 class FilterCriteria:
     """The compiled filters of one mapping."""
 
-    __slots__ = ("keys", "matcher", "rules")
+    __slots__ = ("_screens", "keys", "matcher", "rules")
 
     def __init__(self, rules: list[list[SubRule]], *, generated: bool = True) -> None:
         #: per filter, its sub-rules (``$or`` expanded), as event-ruler reads them
@@ -43,6 +44,7 @@ class FilterCriteria:
         matchers = [fast_matcher(r, generated=generated) for filt in rules for r in filt]
         #: ``matches`` as one plain function, for hot loops
         self.matcher: Predicate = _any_of(matchers)
+        self._screens: dict[str, Screen | None] = {}
 
     @classmethod
     def parse(
@@ -84,6 +86,14 @@ class FilterCriteria:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def payload_screen(self, key: str) -> Screen | None:
+        """A test on payload ``key``'s raw JSON bytes that rejects records no filter can
+        match, before any parsing (:mod:`service.filters.screen`); None when these
+        filters leave nothing to screen on. Made once per key."""
+        if key not in self._screens:
+            self._screens[key] = payload_screen(self.rules, key)
+        return self._screens[key]
+
 
 def _any_of(matchers: list[Predicate]) -> Predicate:
     if not matchers:
@@ -110,6 +120,7 @@ __all__ = [
     "FilterCriteria",
     "InvalidPatternError",
     "RawPayload",
+    "Screen",
     "dynamodb_filter_view",
     "kafka_filter_view",
     "kinesis_filter_view",

@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 from service.config import StartPosition
 from service.context import MappingContext
 from service.lane import Lane
-from service.sources.kafka import KafkaCodec, kafka_envelope
+from service.sources.kafka import KafkaCodec, kafka_envelope, value_size
 
 if TYPE_CHECKING:
     from service.sources.kafka_groups import PollerGroup
@@ -97,7 +97,7 @@ class GroupPoller:
                     lane.put(raws)
                     member.metrics.polled.inc(len(raws))
                     self._records += len(raws)
-                    self._bytes += sum(r.serialized_value_size for r in raws)
+                    self._bytes += sum(map(value_size, raws))
                 self._update_lag()
                 self._raise_failed()
                 self._follow_topics()

@@ -61,3 +61,20 @@ def test_both_filter_paths_decide_as_the_filter_view_does() -> None:
         ]
         assert [position for _, _, position in kept] == expected
         assert len(kept) + len(filtered) == len(raws) and end == 20
+
+
+def test_screened_or_not_a_chunk_decides_as_the_filter_does() -> None:
+    """Records the raw-bytes screen rejects are filtered unparsed; a chunk whose first
+    records all pass is not screened; both give the filter's answers."""
+    criteria = FilterCriteria.parse({"Filters": [{"Pattern": '{"value": {"s": ["ok"]}}'}]})
+    codec = KafkaCodec(ENVELOPE, "orders", 3)
+    mixed = [raw(i, orjson.dumps({"s": "ok" if i % 2 else "no"})) for i in range(40)]
+    kept_first = [raw(i, orjson.dumps({"s": "ok" if i < 20 else "no"})) for i in range(40)]
+    escaped = [raw(0, b'{"s": "\\u006fk"}'), raw(1, b'{"s": "no"}'), raw(2, None)]
+    for raws in (mixed, kept_first, escaped):
+        kept, filtered, _ = codec.decode(raws, criteria)
+        expected = [
+            r.offset for r in raws if criteria.matches(kafka_filter_view(lambda_record(r)[0]))
+        ]
+        assert [position for _, _, position in kept] == expected
+        assert len(filtered) == len(raws) - len(expected)
