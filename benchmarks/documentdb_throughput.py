@@ -8,17 +8,21 @@ plain reader is pymongo's AsyncMongoClient calling ``try_next`` until it has eve
 esmd opens the same stream (StartingPosition AT_TIMESTAMP), renders each change as Lambda's
 DocumentDB record, invokes an in-process handler with batches of ``--batch`` and checkpoints
 resume tokens in sqlite; the handler sets an event once it has every change (no polling loop
-on esmd's event loop). Prints change events/s for each and their ratio (esmd / plain), and
+on esmd's event loop). esmd runs with the garbage collector settings ``esmd run`` applies
+(service/gctune.py); the plain reader keeps CPython's defaults, as a plain program has them.
+Prints change events/s for each and their ratio (esmd / plain), and
 each one's client CPU time per event (this process, every thread), which load from other
 processes disturbs less than wall time. The server (service/devtools/EsmdMongoServer.java)
-is started when it is not running.
+is the shared one, started when it is not running; with ``--port`` it is a private instance
+on that port (state in .services/mongo-<port>), restarted before the series.
 
-    python benchmarks/documentdb_throughput.py --events 20000 --batch 1000 --rounds 5
+    python benchmarks/documentdb_throughput.py --events 20000 --batch 1000 --rounds 5 --port 27117
 
 Each round reads a new collection, both readers in turn (alternating which goes first); the
 medians are printed. mongo-java-server answers a getMore with everything after its position
 in one message (capped at 48 MB by the driver): keep --events at 30,000 or less. Its oplog is
-never trimmed (memory only): restart it (scripts/services.py down mongo) between long series.
+never trimmed (memory only): restart it (scripts/services.py down mongo, or use ``--port``)
+between long series.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.cli import run_async
 from service.config import parse_config
 from service.daemon import Daemon
-from service.devtools.servers import ensure_mongo
+from service.devtools.servers import ensure, ensure_mongo, private_mongo, stop
+from service.gctune import tuned_for_throughput
 from service.logs import configure_logging
 
 ARN = "arn:aws:rds:us-east-1:000000000000:cluster:bench"
@@ -107,6 +112,11 @@ async def plain(uri: str, db: str, since: int, events: int) -> tuple[float, floa
 
 
 async def esmd(uri: str, db: str, since: int, events: int, batch: int) -> tuple[float, float]:
+    with tuned_for_throughput():  # as `esmd run` runs it
+        return await _esmd(uri, db, since, events, batch)
+
+
+async def _esmd(uri: str, db: str, since: int, events: int, batch: int) -> tuple[float, float]:
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config(
@@ -150,8 +160,15 @@ async def esmd(uri: str, db: str, since: int, events: int, batch: int) -> tuple[
         return measured
 
 
+def fresh_mongo(port: int) -> str:
+    """A private mongo-java-server on ``port``, restarted: its oplog starts empty."""
+    server = private_mongo(f"mongo-{port}", port)
+    stop(server)
+    return ensure(server)
+
+
 async def main(args: argparse.Namespace) -> None:
-    uri = ensure_mongo()
+    uri = ensure_mongo() if args.port is None else fresh_mongo(args.port)
     raws: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
     for round_ in range(args.rounds):
@@ -182,5 +199,6 @@ if __name__ == "__main__":
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--port", type=int, help="a private mongo-java-server, restarted first")
     configure_logging("WARNING", False)
     run_async(main(p.parse_args()))
