@@ -19,10 +19,12 @@ on that port (state in .services/mongo-<port>), restarted before the series.
     python benchmarks/documentdb_throughput.py --events 20000 --batch 1000 --rounds 5 --port 27117
 
 Each round reads a new collection, both readers in turn (alternating which goes first); the
-medians are printed. mongo-java-server answers a getMore with everything after its position
-in one message (capped at 48 MB by the driver): keep --events at 30,000 or less. Its oplog is
-never trimmed (memory only): restart it (scripts/services.py down mongo, or use ``--port``)
-between long series.
+medians are printed. ``--tuned-plain`` also times the plain reader under esmd's collector
+settings (third in each round): what CPython's default collector costs it, and what esmd's
+own work costs beside a reader that does not pay that. mongo-java-server answers a getMore
+with everything after its position in one message (capped at 48 MB by the driver): keep
+--events at 30,000 or less. Its oplog is never trimmed (memory only): restart it
+(scripts/services.py down mongo, or use ``--port``) between long series.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ async def main(args: argparse.Namespace) -> None:
     uri = ensure_mongo() if args.port is None else fresh_mongo(args.port)
     raws: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
+    tuned: list[tuple[float, float]] = []  # --tuned-plain: what the collector costs the plain one
     for round_ in range(args.rounds):
         db = f"bench{uuid.uuid4().hex[:8]}"
         since = await fill(uri, db, args.events)
@@ -181,17 +184,27 @@ async def main(args: argparse.Namespace) -> None:
         else:
             raws.append(await plain(uri, db, since, args.events))
             ours.append(await esmd(uri, db, since, args.events, args.batch))
+        if args.tuned_plain:
+            with tuned_for_throughput():
+                tuned.append(await plain(uri, db, since, args.events))
         async with AsyncMongoClient(uri) as client:
             await client.drop_database(db)  # the oplog stays: the server never trims it
     raw, our = (statistics.median(w for w, _ in runs) for runs in (raws, ours))
     raw_cpu, our_cpu = (statistics.median(c for _, c in runs) for runs in (raws, ours))
     print(f"change events: {args.events} inserts of 1 KB documents (mongo-java-server)")
     print(f"rounds: {args.rounds}, medians; esmd: BatchSize {args.batch}, python target")
-    print(f"plain change-stream reader: {args.events / raw:10,.0f} events/s", end="")
-    print(f"  (client CPU {raw_cpu / args.events * 1e6:.1f} us/event)")
-    print(f"esmd end to end:            {args.events / our:10,.0f} events/s", end="")
-    print(f"  (client CPU {our_cpu / args.events * 1e6:.1f} us/event)")
+    report("plain change-stream reader:", raws, args.events)
+    report("esmd end to end:", ours, args.events)
     print(f"ratio esmd/plain: {raw / our:.2f}x (CPU per event: {our_cpu / raw_cpu:.2f}x plain's)")
+    if tuned:
+        report("plain, esmd's GC settings:", tuned, args.events)
+
+
+def report(label: str, runs: list[tuple[float, float]], events: int) -> None:
+    wall = statistics.median(w for w, _ in runs)
+    cpu = statistics.median(c for _, c in runs)
+    per_event = cpu / events * 1e6
+    print(f"{label:28}{events / wall:10,.0f} events/s  (client CPU {per_event:.1f} us/event)")
 
 
 if __name__ == "__main__":
@@ -200,5 +213,10 @@ if __name__ == "__main__":
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--port", type=int, help="a private mongo-java-server, restarted first")
+    p.add_argument(
+        "--tuned-plain",
+        action="store_true",
+        help="also time the plain reader with esmd's collector settings (after the other two)",
+    )
     configure_logging("WARNING", False)
     run_async(main(p.parse_args()))
