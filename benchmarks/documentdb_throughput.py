@@ -8,17 +8,23 @@ plain reader is pymongo's AsyncMongoClient calling ``try_next`` until it has eve
 esmd opens the same stream (StartingPosition AT_TIMESTAMP), renders each change as Lambda's
 DocumentDB record, invokes an in-process handler with batches of ``--batch`` and checkpoints
 resume tokens in sqlite; the handler sets an event once it has every change (no polling loop
-on esmd's event loop). Prints change events/s for each and their ratio (esmd / plain), and
+on esmd's event loop). esmd runs with the garbage collector settings ``esmd run`` applies
+(service/gctune.py); the plain reader keeps CPython's defaults, as a plain program has them.
+Prints change events/s for each and their ratio (esmd / plain), and
 each one's client CPU time per event (this process, every thread), which load from other
 processes disturbs less than wall time. The server (service/devtools/EsmdMongoServer.java)
-is started when it is not running.
+is the shared one, started when it is not running; with ``--port`` it is a private instance
+on that port (state in .services/mongo-<port>), restarted before the series.
 
-    python benchmarks/documentdb_throughput.py --events 20000 --batch 1000 --rounds 5
+    python benchmarks/documentdb_throughput.py --events 20000 --batch 1000 --rounds 5 --port 27117
 
 Each round reads a new collection, both readers in turn (alternating which goes first); the
-medians are printed. mongo-java-server answers a getMore with everything after its position
-in one message (capped at 48 MB by the driver): keep --events at 30,000 or less. Its oplog is
-never trimmed (memory only): restart it (scripts/services.py down mongo) between long series.
+medians are printed. ``--tuned-plain`` also times the plain reader under esmd's collector
+settings (third in each round): what CPython's default collector costs it, and what esmd's
+own work costs beside a reader that does not pay that. mongo-java-server answers a getMore
+with everything after its position in one message (capped at 48 MB by the driver): keep
+--events at 30,000 or less. Its oplog is never trimmed (memory only): restart it
+(scripts/services.py down mongo, or use ``--port``) between long series.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from service.cli import run_async
 from service.config import parse_config
 from service.daemon import Daemon
-from service.devtools.servers import ensure_mongo
+from service.devtools.servers import ensure, ensure_mongo, private_mongo, stop
+from service.gctune import tuned_for_throughput
 from service.logs import configure_logging
 
 ARN = "arn:aws:rds:us-east-1:000000000000:cluster:bench"
@@ -107,6 +114,11 @@ async def plain(uri: str, db: str, since: int, events: int) -> tuple[float, floa
 
 
 async def esmd(uri: str, db: str, since: int, events: int, batch: int) -> tuple[float, float]:
+    with tuned_for_throughput():  # as `esmd run` runs it
+        return await _esmd(uri, db, since, events, batch)
+
+
+async def _esmd(uri: str, db: str, since: int, events: int, batch: int) -> tuple[float, float]:
     clock = Clock()
     with tempfile.TemporaryDirectory() as tmp:
         config = parse_config(
@@ -150,10 +162,18 @@ async def esmd(uri: str, db: str, since: int, events: int, batch: int) -> tuple[
         return measured
 
 
+def fresh_mongo(port: int) -> str:
+    """A private mongo-java-server on ``port``, restarted: its oplog starts empty."""
+    server = private_mongo(f"mongo-{port}", port)
+    stop(server)
+    return ensure(server)
+
+
 async def main(args: argparse.Namespace) -> None:
-    uri = ensure_mongo()
+    uri = ensure_mongo() if args.port is None else fresh_mongo(args.port)
     raws: list[tuple[float, float]] = []
     ours: list[tuple[float, float]] = []
+    tuned: list[tuple[float, float]] = []  # --tuned-plain: what the collector costs the plain one
     for round_ in range(args.rounds):
         db = f"bench{uuid.uuid4().hex[:8]}"
         since = await fill(uri, db, args.events)
@@ -164,17 +184,27 @@ async def main(args: argparse.Namespace) -> None:
         else:
             raws.append(await plain(uri, db, since, args.events))
             ours.append(await esmd(uri, db, since, args.events, args.batch))
+        if args.tuned_plain:
+            with tuned_for_throughput():
+                tuned.append(await plain(uri, db, since, args.events))
         async with AsyncMongoClient(uri) as client:
             await client.drop_database(db)  # the oplog stays: the server never trims it
     raw, our = (statistics.median(w for w, _ in runs) for runs in (raws, ours))
     raw_cpu, our_cpu = (statistics.median(c for _, c in runs) for runs in (raws, ours))
     print(f"change events: {args.events} inserts of 1 KB documents (mongo-java-server)")
     print(f"rounds: {args.rounds}, medians; esmd: BatchSize {args.batch}, python target")
-    print(f"plain change-stream reader: {args.events / raw:10,.0f} events/s", end="")
-    print(f"  (client CPU {raw_cpu / args.events * 1e6:.1f} us/event)")
-    print(f"esmd end to end:            {args.events / our:10,.0f} events/s", end="")
-    print(f"  (client CPU {our_cpu / args.events * 1e6:.1f} us/event)")
+    report("plain change-stream reader:", raws, args.events)
+    report("esmd end to end:", ours, args.events)
     print(f"ratio esmd/plain: {raw / our:.2f}x (CPU per event: {our_cpu / raw_cpu:.2f}x plain's)")
+    if tuned:
+        report("plain, esmd's GC settings:", tuned, args.events)
+
+
+def report(label: str, runs: list[tuple[float, float]], events: int) -> None:
+    wall = statistics.median(w for w, _ in runs)
+    cpu = statistics.median(c for _, c in runs)
+    per_event = cpu / events * 1e6
+    print(f"{label:28}{events / wall:10,.0f} events/s  (client CPU {per_event:.1f} us/event)")
 
 
 if __name__ == "__main__":
@@ -182,5 +212,11 @@ if __name__ == "__main__":
     p.add_argument("--events", type=int, default=20_000)
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--port", type=int, help="a private mongo-java-server, restarted first")
+    p.add_argument(
+        "--tuned-plain",
+        action="store_true",
+        help="also time the plain reader with esmd's collector settings (after the other two)",
+    )
     configure_logging("WARNING", False)
     run_async(main(p.parse_args()))

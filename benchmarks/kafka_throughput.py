@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import cProfile
-import gc
 import io
 import os
 import pstats
@@ -35,7 +33,7 @@ import tempfile
 import time
 import urllib.request
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,7 @@ from service.cli import run_async
 from service.config import parse_config
 from service.daemon import Daemon
 from service.devtools.servers import STATE
-from service.gctune import tune_for_throughput
+from service.gctune import tuned_for_throughput
 from service.logs import configure_logging
 from service.workers import usable_cores
 
@@ -210,21 +208,10 @@ def broker_cpu_seconds() -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-@contextlib.contextmanager
-def esmd_gc() -> Iterator[None]:
-    """The collector settings `esmd run` applies (service.gctune), for the in-process run
-    only: the raw consumer keeps CPython's defaults, as a plain aiokafka program has them."""
-    default = gc.get_threshold()
-    tune_for_throughput()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.set_threshold(*default)
-
-
 async def esmd_run(bootstrap: str, topic: str, n: int, batch_size: int) -> float:
-    with esmd_gc():
+    # the collector settings `esmd run` applies; the raw consumer keeps CPython's defaults,
+    # as a plain aiokafka program has them
+    with tuned_for_throughput():
         return await _esmd_run(bootstrap, topic, n, batch_size)
 
 

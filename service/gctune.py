@@ -15,7 +15,9 @@ collection scans it again. Cycles are still collected, at the next young collect
 
 from __future__ import annotations
 
+import contextlib
 import gc
+from collections.abc import Iterator
 from typing import Final
 
 #: allocations between young collections; older generations keep CPython's ratios (10, 10)
@@ -27,3 +29,17 @@ def tune_for_throughput() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+@contextlib.contextmanager
+def tuned_for_throughput() -> Iterator[None]:
+    """The settings of :func:`tune_for_throughput` for the block only, then CPython's again:
+    for a benchmark that runs esmd in-process (as ``esmd run`` would run it) beside a plain
+    client that keeps the interpreter's defaults."""
+    default = gc.get_threshold()
+    tune_for_throughput()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*default)

@@ -161,6 +161,9 @@ class Invoker:
             released = await self._settle(records, 0, 0, extra, box)
         except DestinationUnavailable:
             raise Abandoned from None
+        finally:
+            # ``progress`` holds the batch: let it go with the batch, not at the next one
+            self._progress = None
         return Settlement(released, box[0])
 
     # --- the rules ------------------------------------------------------------------------

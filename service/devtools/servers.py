@@ -464,7 +464,7 @@ def mongo_classes() -> Path:
     return classes
 
 
-def mongo_command(state: Path) -> list[str]:
+def mongo_command(state: Path, port: int | None = None) -> list[str]:
     classes = mongo_classes()
     libs = maven_libs("mongo")
     return [
@@ -475,18 +475,18 @@ def mongo_command(state: Path) -> list[str]:
         f"{classes}:{libs}/*",
         "EsmdMongoServer",
         HOST,
-        str(MONGO_PORT),
+        str(port or MONGO_PORT),
         f"{MONGO_USER}:{MONGO_PASSWORD}",
     ]
 
 
-def mongo_ready() -> bool:
+def mongo_ready(port: int | None = None) -> bool:
     """An OP_MSG ``ping`` on admin answered with ok: 1."""
     doc = _bson({"ping": 1, "$db": "admin"})
     # OP_MSG: length, requestID, responseTo, opCode 2013; flagBits; section kind 0; the body
     request = struct.pack("<iiiiI", 16 + 5 + len(doc), 7, 0, 2013, 0) + b"\x00" + doc
     try:
-        with socket.create_connection((HOST, MONGO_PORT), timeout=2) as sock:
+        with socket.create_connection((HOST, port or MONGO_PORT), timeout=2) as sock:
             sock.sendall(request)
             size = struct.unpack("<i", _recv(sock, 4))[0]
             reply = _recv(sock, size - 4)
@@ -838,6 +838,20 @@ def private_elasticmq(name: str, port: int) -> Server:
         f"http://{HOST}:{port}",
         lambda state: elasticmq_command(state, port, persist=True),
         lambda: elasticmq_ready(port),
+        120,
+    )
+
+
+def private_mongo(name: str, port: int) -> Server:
+    """A mongo-java-server of its own, for a run that restarts it (its memory-only oplog is
+    never trimmed: a benchmark series starts from an empty one) while the shared one on
+    MONGO_PORT serves everyone else's tests."""
+    return Server(
+        name,
+        port,
+        f"mongodb://{HOST}:{port}",
+        lambda state: mongo_command(state, port),
+        lambda: mongo_ready(port),
         120,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-from service.gctune import YOUNG_THRESHOLD, tune_for_throughput
+from service.gctune import YOUNG_THRESHOLD, tune_for_throughput, tuned_for_throughput
 
 
 def test_tune_raises_the_young_threshold_and_freezes_the_heap() -> None:
@@ -17,3 +17,12 @@ def test_tune_raises_the_young_threshold_and_freezes_the_heap() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_tuned_for_a_block_then_back_to_the_defaults() -> None:
+    before = gc.get_threshold()
+    with tuned_for_throughput():
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD
+        assert gc.get_freeze_count() > 0
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
