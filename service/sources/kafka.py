@@ -26,7 +26,7 @@ import operator
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -130,6 +130,50 @@ def kafka_envelope(cfg: MappingConfig, servers: list[str]) -> dict[str, Any]:
             "bootstrapServers": joined,
         }
     return {"eventSource": "SelfManagedKafka", "bootstrapServers": joined}
+
+
+# --- what both Kafka pollers (a mapping's own, a poller group's) do with their lanes ---------
+
+
+def raise_lane_failure(lanes: Iterable[Lane]) -> None:
+    """A lane that died of a bug takes its consumer down (its owner restarts it)."""
+    for lane in lanes:
+        error = lane.failure()
+        if error is not None:
+            raise error
+
+
+def partition_lags(
+    consumer: AIOKafkaConsumer, lanes: Iterable[tuple[TopicPartition, Lane]]
+) -> Iterator[tuple[TopicPartition, int]]:
+    """Each partition's records past what its lane finished, where both ends are known."""
+    for tp, lane in lanes:
+        high = consumer.highwater(tp)
+        if high is not None and lane.done_upto is not None:
+            yield tp, high - lane.done_upto
+
+
+def finished_offsets(
+    lanes: Iterable[tuple[TopicPartition, Lane]], committed: dict[TopicPartition, int]
+) -> dict[TopicPartition, int]:
+    """The offsets to commit: each lane's finished position, where it moved past the last
+    commit."""
+    offsets = {}
+    for tp, lane in lanes:
+        done = lane.done_upto
+        if done is not None and done > committed.get(tp, -1):
+            offsets[tp] = done
+    return offsets
+
+
+def pause_partition(consumer: AIOKafkaConsumer | None, tp: TopicPartition, paused: bool) -> None:
+    """A lane's backpressure: stop (or resume) fetching its partition while it is assigned."""
+    if consumer is None or tp not in consumer.assignment():
+        return
+    if paused:
+        consumer.pause(tp)
+    else:
+        consumer.resume(tp)
 
 
 class KafkaCodec:
@@ -434,7 +478,7 @@ class KafkaPoller:
                         self._records += len(raws)
                         self._bytes += sum(map(value_size, raws))
                 self._update_lag()
-                self._raise_failed()
+                raise_lane_failure(self._lanes.values())
         finally:
             committer.cancel()
             await asyncio.gather(committer, return_exceptions=True)
@@ -452,13 +496,6 @@ class KafkaPoller:
             return raws
         return await self._decoder.decode(raws, self._stopping)
 
-    def _raise_failed(self) -> None:
-        """A lane that died of a bug takes its consumer down (the source restarts it)."""
-        for lane in self._lanes.values():
-            error = lane.failure()
-            if error is not None:
-                raise error
-
     def take_counts(self) -> tuple[int, int]:
         """Records and bytes fetched since the last call."""
         counts = self._records, self._bytes
@@ -469,12 +506,7 @@ class KafkaPoller:
         """Records of this poller's partitions not yet processed."""
         if self._consumer is None:
             return 0
-        total = 0
-        for tp, lane in self._lanes.items():
-            high = self._consumer.highwater(tp)
-            if high is not None and lane.done_upto is not None:
-                total += high - lane.done_upto
-        return total
+        return sum(lag for _, lag in partition_lags(self._consumer, self._lanes.items()))
 
     def partition_count(self) -> int:
         if self._consumer is None:
@@ -533,14 +565,6 @@ class KafkaPoller:
             self._mapping.metrics.offset_lag(str(tp.partition)).set(0)
         self._log.info("partitions released", partitions=sorted(tp.partition for tp, _ in lanes))
 
-    def _pause(self, tp: TopicPartition, paused: bool) -> None:
-        if self._consumer is None or tp not in self._consumer.assignment():
-            return
-        if paused:
-            self._consumer.pause(tp)
-        else:
-            self._consumer.resume(tp)
-
     async def _seek_to_timestamp(self, partitions: list[TopicPartition]) -> None:
         assert self._consumer is not None
         ts_ms = int((self._mapping.config.StartingPositionTimestamp or 0) * 1000)
@@ -561,6 +585,9 @@ class KafkaPoller:
     def _envelope(self) -> dict[str, Any]:
         return kafka_envelope(self._mapping.config, self._bootstrap or [])
 
+    def _pause(self, tp: TopicPartition, paused: bool) -> None:
+        pause_partition(self._consumer, tp, paused)
+
     # --- checkpoints ----------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
@@ -570,11 +597,7 @@ class KafkaPoller:
 
     async def _commit(self, lanes: dict[TopicPartition, Lane]) -> None:
         assert self._consumer is not None
-        offsets = {}
-        for tp, lane in lanes.items():
-            done = lane.done_upto
-            if done is not None and done > self._committed.get(tp, -1):
-                offsets[tp] = done
+        offsets = finished_offsets(lanes.items(), self._committed)
         if not offsets:
             return
         try:
@@ -592,10 +615,8 @@ class KafkaPoller:
 
     def _update_lag(self) -> None:
         assert self._consumer is not None
-        for tp, lane in self._lanes.items():
-            high = self._consumer.highwater(tp)
-            if high is not None and lane.done_upto is not None:
-                self._mapping.metrics.offset_lag(str(tp.partition)).set(high - lane.done_upto)
+        for tp, lag in partition_lags(self._consumer, self._lanes.items()):
+            self._mapping.metrics.offset_lag(str(tp.partition)).set(lag)
 
     def status(self) -> dict[str, Any]:
         return {

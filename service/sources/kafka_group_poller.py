@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import defaultdict
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -23,13 +24,25 @@ from aiokafka.errors import KafkaError
 from service.config import StartPosition
 from service.context import MappingContext
 from service.lane import Lane
-from service.sources.kafka import KafkaCodec, kafka_envelope, value_size
+from service.sources.kafka import (
+    KafkaCodec,
+    finished_offsets,
+    kafka_envelope,
+    partition_lags,
+    pause_partition,
+    raise_lane_failure,
+    value_size,
+)
 
 if TYPE_CHECKING:
     from service.sources.kafka_groups import PollerGroup
 
 #: a partition's lane and the mapping it belongs to
 Owned = tuple[MappingContext, Lane]
+
+
+def _lanes_of(owned: dict[TopicPartition, Owned]) -> Iterator[tuple[TopicPartition, Lane]]:
+    return ((tp, lane) for tp, (_, lane) in owned.items())
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -99,7 +112,7 @@ class GroupPoller:
                     self._records += len(raws)
                     self._bytes += sum(map(value_size, raws))
                 self._update_lag()
-                self._raise_failed()
+                raise_lane_failure(lane for _, lane in self._lanes.values())
                 self._follow_topics()
         finally:
             committer.cancel()
@@ -129,13 +142,6 @@ class GroupPoller:
         await self.release([tp for tp in self._lanes if tp.topic == topic])
         self.subscribe()
 
-    def _raise_failed(self) -> None:
-        """A lane that died of a bug takes its consumer down (the group restarts it)."""
-        for _, lane in self._lanes.values():
-            error = lane.failure()
-            if error is not None:
-                raise error
-
     # --- what the group's scaler reads ----------------------------------------------------
 
     def take_counts(self) -> tuple[int, int]:
@@ -146,12 +152,7 @@ class GroupPoller:
     def lag(self) -> int:
         if self._consumer is None:
             return 0
-        total = 0
-        for tp, (_, lane) in self._lanes.items():
-            high = self._consumer.highwater(tp)
-            if high is not None and lane.done_upto is not None:
-                total += high - lane.done_upto
-        return total
+        return sum(lag for _, lag in partition_lags(self._consumer, _lanes_of(self._lanes)))
 
     def partition_count(self) -> int:
         if self._consumer is None:
@@ -248,12 +249,7 @@ class GroupPoller:
             member.metrics.offset_lag(str(tp.partition)).set(0)
 
     def _pause(self, tp: TopicPartition, paused: bool) -> None:
-        if self._consumer is None or tp not in self._consumer.assignment():
-            return
-        if paused:
-            self._consumer.pause(tp)
-        else:
-            self._consumer.resume(tp)
+        pause_partition(self._consumer, tp, paused)
 
     # --- checkpoints ----------------------------------------------------------------------
 
@@ -265,10 +261,12 @@ class GroupPoller:
     async def _commit(self, lanes: dict[TopicPartition, Owned]) -> None:
         """Commit each mapping's finished offsets to its own consumer group."""
         by_member: dict[str, tuple[MappingContext, dict[TopicPartition, int]]] = {}
-        for tp, (member, lane) in lanes.items():
-            done = lane.done_upto
-            if done is not None and done > self._committed.get(tp, -1):
-                by_member.setdefault(member.name, (member, {}))[1][tp] = done
+        finished = finished_offsets(
+            ((tp, lane) for tp, (_, lane) in lanes.items()), self._committed
+        )
+        for tp, done in finished.items():
+            member = lanes[tp][0]
+            by_member.setdefault(member.name, (member, {}))[1][tp] = done
         for member, offsets in by_member.values():
             group = member.config.consumer_group_id
             try:
@@ -286,7 +284,5 @@ class GroupPoller:
 
     def _update_lag(self) -> None:
         assert self._consumer is not None
-        for tp, (member, lane) in self._lanes.items():
-            high = self._consumer.highwater(tp)
-            if high is not None and lane.done_upto is not None:
-                member.metrics.offset_lag(str(tp.partition)).set(high - lane.done_upto)
+        for tp, lag in partition_lags(self._consumer, _lanes_of(self._lanes)):
+            self._lanes[tp][0].metrics.offset_lag(str(tp.partition)).set(lag)
