@@ -445,14 +445,16 @@ MONGO_USER = "esmd"
 MONGO_PASSWORD = os.environ.get("ESMD_MONGO_PASSWORD", "esmd-secret")
 
 
-def mongo_classes() -> Path:
-    """EsmdMongoServer.java compiled against the resolved jars, once per source version."""
-    libs = maven_libs("mongo")
-    source = HERE / "EsmdMongoServer.java"
+def java_main_classes(libs_name: str, main: str) -> Path:
+    """``<main>.java`` beside this file compiled against the jars Maven resolved for
+    ``libs_name``, once per version of the source (the folder is named by its digest; a
+    per-process temporary folder, renamed when complete, lets two starts race safely)."""
+    libs = maven_libs(libs_name)
+    source = HERE / f"{main}.java"
     digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
     classes = libs.parent / f"classes-{digest}"
-    if not (classes / "EsmdMongoServer.class").exists():
-        tmp = classes.with_name(classes.name + ".tmp")
+    if not (classes / f"{main}.class").exists():
+        tmp = classes.with_name(classes.name + f".tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         subprocess.run(
             ["javac", "-nowarn", "-cp", f"{libs}/*", "-d", str(tmp), str(source)],
@@ -465,7 +467,7 @@ def mongo_classes() -> Path:
 
 
 def mongo_command(state: Path, port: int | None = None) -> list[str]:
-    classes = mongo_classes()
+    classes = java_main_classes("mongo", "EsmdMongoServer")
     libs = maven_libs("mongo")
     return [
         "java",
@@ -582,31 +584,12 @@ rootLogger.appenderRef.file.ref = file
 """
 
 
-def activemq_classes() -> Path:
-    """EsmdActiveMQBroker.java compiled against the resolved jars, once per source version."""
-    libs = maven_libs("activemq")
-    source = HERE / "EsmdActiveMQBroker.java"
-    digest = hashlib.sha256(source.read_bytes()).hexdigest()[:12]
-    classes = libs.parent / f"classes-{digest}"
-    if not (classes / "EsmdActiveMQBroker.class").exists():
-        tmp = classes.with_name(classes.name + f".tmp{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        subprocess.run(
-            ["javac", "-nowarn", "-cp", f"{libs}/*", "-d", str(tmp), str(source)],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-        tmp.rename(classes)
-    return classes
-
-
 def activemq_command(state: Path, port: int | None = None) -> list[str]:
     """The embedded broker (EsmdActiveMQBroker.java): STOMP on ``port``, AMQP 1.0 on
     ``port + 1``, KahaDB in ``state/data``. A test that restarts a broker passes its own
     state folder and port (see tests/integration/mq_helpers.py)."""
     port = port or ACTIVEMQ_PORT
-    classes, libs = activemq_classes(), maven_libs("activemq")
+    classes, libs = java_main_classes("activemq", "EsmdActiveMQBroker"), maven_libs("activemq")
     (state / "log4j2.properties").write_text(ACTIVEMQ_LOG4J2.format(log=state / "activemq.log"))
     return [
         "java",
